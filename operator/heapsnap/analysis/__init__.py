@@ -1,0 +1,1 @@
+"""Heap snapshot parsing, summary, comparison and leak detection; stands alone."""

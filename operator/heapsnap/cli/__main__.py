@@ -1,0 +1,5 @@
+import sys
+
+from heapsnap.cli import main
+
+sys.exit(main())

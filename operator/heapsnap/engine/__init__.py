@@ -1,0 +1,1 @@
+"""Capture engines: take a heap snapshot through a ``ProcessHost``; no Kubernetes here."""

@@ -1,0 +1,1 @@
+"""Kubernetes side: HeapSnapshot types, conditions, and pod transports over the API server."""

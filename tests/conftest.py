@@ -1,0 +1,5 @@
+"""Root of the test suite. Each area keeps its fixtures in its own plugin module; the
+shared ones (real Node.js processes, real S3 servers, the real control plane) are
+listed here so every area can use them."""
+
+pytest_plugins: list[str] = []
