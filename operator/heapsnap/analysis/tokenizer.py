@@ -1,0 +1,351 @@
+"""Incremental tokenizer for the V8 heap snapshot JSON, fed bytes split anywhere.
+
+A snapshot is one JSON object whose big members are flat integer arrays (``nodes``,
+``edges``, ``locations``...) followed by ``strings``. The numbers are parsed with numpy
+a chunk at a time, carrying a token cut by the chunk boundary over to the next chunk;
+strings are decoded by the C ``json`` module a run of complete strings at a time.
+Memory stays at one chunk plus one partial token, whatever the snapshot's size.
+
+Both consumers, the streaming summary and the full reader, receive the pieces through
+the :class:`SnapshotVisitor` protocol, so there is only one parser.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from heapsnap.errors import SnapshotFormatError
+
+__all__ = ["INT_SECTIONS", "SnapshotTokenizer", "SnapshotVisitor", "parse_ints"]
+
+IntArray = npt.NDArray[np.int64]
+
+#: Members that are flat arrays of non-negative integers.
+INT_SECTIONS = frozenset({"nodes", "edges", "locations", "samples", "trace_function_infos"})
+#: Members that are nested arrays of integers, skipped without being parsed.
+_NESTED_SECTIONS = frozenset({"trace_tree"})
+#: A small JSON member (the ``snapshot`` header) may not be larger than this.
+_MAX_SMALL_VALUE = 64 * 1024 * 1024
+
+_WHITESPACE = b" \t\r\n"
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+# Byte classes in a numeric array: 1 digit, 2 separator, 0 anything else.
+_NUM_CLASS = np.zeros(256, dtype=np.uint8)
+_NUM_CLASS[ord("0") : ord("9") + 1] = 1
+for _sep in b", \t\r\n":
+    _NUM_CLASS[_sep] = 2
+
+
+class SnapshotVisitor(Protocol):
+    """What the tokenizer hands out, in file order."""
+
+    def header(self, snapshot: dict[str, Any]) -> None:
+        """The ``snapshot`` member: ``meta``, ``node_count``, ``edge_count``..."""
+
+    def wants_values(self, section: str) -> bool:
+        """True to receive the numbers of ``section``; otherwise they are only counted."""
+
+    def ints(self, section: str, values: IntArray) -> None:
+        """The next numbers of an integer section (any count, not aligned to records)."""
+
+    def count(self, section: str, n: int) -> None:
+        """The next ``n`` numbers of a section the visitor did not want values of."""
+
+    def strings(self, first_index: int, values: list[str]) -> None:
+        """The next complete strings of ``strings``, the first being at ``first_index``."""
+
+    def end_section(self, section: str) -> None:
+        """A member ended."""
+
+
+def parse_ints(data: bytes | memoryview, section: str = "nodes") -> IntArray:
+    """Every integer in ``data``, which holds whole numbers separated by commas or spaces."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size == 0:
+        return np.empty(0, dtype=np.int64)
+    classes = _NUM_CLASS[raw]
+    if not classes.all():
+        bad = int(np.flatnonzero(classes == 0)[0])
+        char = chr(raw[bad])
+        raise SnapshotFormatError(
+            f"heap snapshot member {section!r} holds {char!r} where only integers may be: "
+            "the file is not a V8 heap snapshot or is corrupt; take the snapshot again"
+        )
+    where = np.flatnonzero(classes == 1)
+    if where.size == 0:
+        return np.empty(0, dtype=np.int64)
+    digits = raw[where].astype(np.int64) - ord("0")
+    breaks = np.flatnonzero(np.diff(where) != 1) + 1
+    starts = np.empty(breaks.size + 1, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = breaks
+    ends = np.empty_like(starts)
+    ends[:-1] = breaks
+    ends[-1] = where.size
+    lengths = ends - starts
+    if int(lengths.max()) > 18:
+        raise SnapshotFormatError(
+            f"heap snapshot member {section!r} holds an integer of more than 18 digits: "
+            "the file is corrupt; take the snapshot again"
+        )
+    exponents = np.repeat(ends - 1, lengths) - np.arange(where.size, dtype=np.int64)
+    values: IntArray = np.add.reduceat(digits * _POW10[exponents], starts)
+    return values
+
+
+def _count_ints(data: bytes | memoryview, section: str) -> int:
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size == 0:
+        return 0
+    classes = _NUM_CLASS[raw]
+    if not classes.all():
+        parse_ints(data, section)  # raises the error that names the bad byte
+    digit = classes == 1
+    return int(digit[0]) + int(np.count_nonzero(digit[1:] & ~digit[:-1]))
+
+
+def _unescaped_quotes(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
+    """Positions of ``"`` not escaped by an odd run of backslashes."""
+    quotes = np.flatnonzero(raw == ord('"'))
+    if quotes.size == 0:
+        return quotes
+    backslash = raw == ord("\\")
+    if not backslash.any():
+        return quotes
+    total = np.cumsum(backslash, dtype=np.int64)
+    last_reset = np.maximum.accumulate(np.where(backslash, 0, total))
+    before = quotes - 1
+    run = np.where(before >= 0, total[before] - last_reset[before], 0)
+    kept: npt.NDArray[np.intp] = quotes[run % 2 == 0]
+    return kept
+
+
+class SnapshotTokenizer:
+    """Feeds a :class:`SnapshotVisitor` from bytes of a heap snapshot split anywhere."""
+
+    def __init__(self, visitor: SnapshotVisitor) -> None:
+        self._visitor = visitor
+        self._pending = b""
+        self._state = "start"
+        self._section = ""
+        self._string_index = 0
+        self._depth = 0
+        self._seen: list[str] = []
+        self.bytes_fed = 0
+
+    @property
+    def sections(self) -> list[str]:
+        """The members read so far, in order."""
+        return list(self._seen)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        if not chunk:
+            return
+        self.bytes_fed += len(chunk)
+        data = self._pending + bytes(chunk) if self._pending else bytes(chunk)
+        self._pending = b""
+        pos = 0
+        end = len(data)
+        while pos < end:
+            step = getattr(self, f"_in_{self._state}")
+            new_pos = step(data, pos)
+            if new_pos is None:
+                self._pending = data[pos:]
+                if len(self._pending) > _MAX_SMALL_VALUE:
+                    raise SnapshotFormatError(
+                        f"heap snapshot member {self._section or 'header'!r} is not valid JSON "
+                        "within 64 MiB: the file is not a V8 heap snapshot"
+                    )
+                return
+            pos = new_pos
+
+    def finish(self) -> None:
+        """Raise :class:`SnapshotFormatError` unless the whole object was read."""
+        if self._state != "done":
+            where = f"inside {self._section!r}" if self._section else "before any member"
+            if self._state == "start":
+                raise SnapshotFormatError("the heap snapshot is empty: no bytes were read")
+            raise SnapshotFormatError(
+                f"the heap snapshot ends early ({self.bytes_fed} bytes, {where}): "
+                "the file is truncated; take or copy the snapshot again"
+            )
+
+    # Each state takes the data and a position and returns the next position, or None
+    # when it needs more bytes (the tail from the position is then carried over).
+
+    def _in_start(self, data: bytes, pos: int) -> int | None:
+        pos = _skip_ws(data, pos)
+        if pos == len(data):
+            return pos
+        if data[pos] != ord("{"):
+            raise SnapshotFormatError(
+                "the file is not a V8 heap snapshot: it does not start with a JSON object "
+                "('{'); give a .heapsnapshot file (gzip is detected by itself)"
+            )
+        self._state = "key"
+        return pos + 1
+
+    def _in_key(self, data: bytes, pos: int) -> int | None:
+        pos = _skip_ws(data, pos)
+        if pos == len(data):
+            return pos
+        char = data[pos]
+        if char == ord(","):
+            return pos + 1
+        if char == ord("}"):
+            self._state = "done"
+            self._section = ""
+            return pos + 1
+        if char != ord('"'):
+            raise self._syntax(data, pos, "a member name")
+        close = data.find(b'"', pos + 1)
+        colon = data.find(b":", close + 1) if close >= 0 else -1
+        if colon < 0:
+            return None
+        value = _skip_ws(data, colon + 1)
+        if value == len(data):
+            return None
+        key = data[pos + 1 : close].decode("ascii", "replace")
+        self._section = key
+        self._seen.append(key)
+        if key in INT_SECTIONS or key in _NESTED_SECTIONS or key == "strings":
+            if data[value] != ord("["):
+                raise self._syntax(data, value, f"an array for {key!r}")
+            self._depth = 1
+            self._state = "ints" if key in INT_SECTIONS else "nested" if key != "strings" else "strings"
+            return value + 1
+        self._state = "value"
+        return value
+
+    def _in_value(self, data: bytes, pos: int) -> int | None:
+        text = data[pos:].decode("utf-8", "replace")
+        try:
+            value, length = json.JSONDecoder().raw_decode(text)
+        except json.JSONDecodeError:
+            return None
+        if self._section == "snapshot":
+            if not isinstance(value, dict):
+                raise SnapshotFormatError(
+                    "heap snapshot member 'snapshot' is not an object: the file is not a V8 heap snapshot"
+                )
+            self._visitor.header(value)
+        self._visitor.end_section(self._section)
+        self._state = "key"
+        return pos + len(text[:length].encode("utf-8"))
+
+    def _in_ints(self, data: bytes, pos: int) -> int | None:
+        close = data.find(b"]", pos)
+        if close < 0:
+            cut = len(data)
+            # The last number may continue in the next chunk: keep its digits back.
+            while cut > pos and 48 <= data[cut - 1] <= 57:
+                cut -= 1
+            if cut == pos:
+                return None
+            self._emit_ints(memoryview(data)[pos:cut])
+            return cut
+        self._emit_ints(memoryview(data)[pos:close])
+        self._visitor.end_section(self._section)
+        self._state = "key"
+        return close + 1
+
+    def _emit_ints(self, view: memoryview) -> None:
+        section = self._section
+        if self._visitor.wants_values(section):
+            values = parse_ints(view, section)
+            if values.size:
+                self._visitor.ints(section, values)
+        else:
+            n = _count_ints(view, section)
+            if n:
+                self._visitor.count(section, n)
+
+    def _in_nested(self, data: bytes, pos: int) -> int | None:
+        raw = np.frombuffer(data, dtype=np.uint8, offset=pos)
+        step = (raw == ord("[")).astype(np.int64) - (raw == ord("]"))
+        depth = self._depth + np.cumsum(step)
+        closed = np.flatnonzero(depth == 0)
+        if closed.size == 0:
+            self._depth = int(depth[-1])
+            return len(data)
+        self._visitor.end_section(self._section)
+        self._state = "key"
+        return pos + int(closed[0]) + 1
+
+    def _in_strings(self, data: bytes, pos: int) -> int | None:
+        raw = np.frombuffer(data, dtype=np.uint8, offset=pos)
+        quotes = _unescaped_quotes(raw)
+        brackets = np.flatnonzero(raw == ord("]"))
+        # A bracket preceded by an even number of quotes is outside every string.
+        outside = brackets[np.searchsorted(quotes, brackets) % 2 == 0]
+        end = int(outside[0]) if outside.size else -1
+        if end >= 0:
+            quotes = quotes[quotes < end]
+        complete = quotes.size - quotes.size % 2
+        cursor = 0
+        if complete:
+            first, last = int(quotes[0]), int(quotes[complete - 1])
+            self._check_separators(data, pos + cursor, pos + first)
+            self._decode_strings(data[pos + first : pos + last + 1])
+            cursor = last + 1
+        if end >= 0:
+            self._check_separators(data, pos + cursor, pos + end)
+            self._visitor.end_section("strings")
+            self._state = "key"
+            return pos + end + 1
+        if quotes.size > complete:
+            # A string continues in the next chunk: carry it over from its opening quote.
+            open_at = int(quotes[complete])
+            self._check_separators(data, pos + cursor, pos + open_at)
+            return pos + open_at if open_at > 0 else None
+        self._check_separators(data, pos + cursor, len(data))
+        return len(data)
+
+    def _decode_strings(self, text: bytes) -> None:
+        try:
+            values = json.loads(b"[" + text + b"]")
+        except json.JSONDecodeError as error:
+            raise SnapshotFormatError(
+                f"heap snapshot member 'strings' is not a JSON array of strings ({error.msg}): "
+                "the file is corrupt; take the snapshot again"
+            ) from None
+        except UnicodeDecodeError:
+            raise SnapshotFormatError(
+                "heap snapshot member 'strings' is not valid UTF-8: the file is corrupt"
+            ) from None
+        self._visitor.strings(self._string_index, values)
+        self._string_index += len(values)
+
+    def _check_separators(self, data: bytes, start: int, stop: int) -> None:
+        gap = data[start:stop].strip(_WHITESPACE)
+        if gap not in (b"", b","):
+            raise SnapshotFormatError(
+                "heap snapshot member 'strings' holds something other than strings: "
+                "the file is corrupt; take the snapshot again"
+            )
+
+    def _in_done(self, data: bytes, pos: int) -> int | None:
+        if data[pos:].strip(_WHITESPACE):
+            raise SnapshotFormatError(
+                "the heap snapshot has bytes after its closing '}': the file is corrupt "
+                "or two snapshots were concatenated"
+            )
+        return len(data)
+
+    def _syntax(self, data: bytes, pos: int, expected: str) -> SnapshotFormatError:
+        got = data[pos : pos + 20].decode("ascii", "replace")
+        return SnapshotFormatError(
+            f"the heap snapshot is not valid: expected {expected} at byte "
+            f"{self.bytes_fed - len(data) + pos}, found {got!r}; the file is not a V8 heap snapshot"
+        )
+
+
+def _skip_ws(data: bytes, pos: int) -> int:
+    end = len(data)
+    while pos < end and data[pos] in _WHITESPACE:
+        pos += 1
+    return pos

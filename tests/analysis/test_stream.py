@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from heapsnap.analysis.stream import StreamingSummary
+from heapsnap.errors import SnapshotFormatError
+
+from .conftest import LEAK_COUNT, SnapshotSeries
+from .reference import load, summary
+
+
+def _summarize(data: bytes, sizes: list[int], top: int = 20) -> StreamingSummary:
+    streaming = StreamingSummary(top=top)
+    rng = random.Random(len(data))
+    pos = 0
+    while pos < len(data):
+        size = rng.choice(sizes)
+        streaming.feed(data[pos : pos + size])
+        pos += size
+    return streaming
+
+
+def test_counts_and_classes_match_a_plain_json_reading(series: SnapshotSeries) -> None:
+    data = series.target.read_bytes()
+    expected = load(series.target)
+    fields = expected["snapshot"]["meta"]["node_fields"]
+
+    result = _summarize(data, [1 << 20], top=100_000).finish()
+
+    assert result.node_fields == fields
+    assert result.node_count == expected["snapshot"]["node_count"] == len(expected["nodes"]) // len(fields)
+    assert result.edge_count == expected["snapshot"]["edge_count"] == len(expected["edges"]) // 3
+    assert result.total_self_size == sum(expected["nodes"][fields.index("self_size") :: len(fields)])
+    assert {s.name: (s.count, s.self_size) for s in result.top_by_size} == summary(expected)
+
+
+def test_chunks_split_anywhere_give_the_same_summary(series: SnapshotSeries) -> None:
+    data = series.final.read_bytes()
+    whole = _summarize(data, [len(data)]).finish().to_dict()
+    # Tiny chunks cut every number, string, escape and member name somewhere.
+    assert _summarize(data, [1, 2, 3, 5, 7, 11, 64, 1000, 4096]).finish().to_dict() == whole
+
+
+def test_the_planted_leak_ranks_by_count(series: SnapshotSeries) -> None:
+    result = _summarize(series.target.read_bytes(), [102_400]).finish()
+    by_count = {s.name: s for s in result.top_by_count}
+    assert by_count["LeakyThing"].count == LEAK_COUNT
+    baseline = _summarize(series.baseline.read_bytes(), [102_400], top=100_000).finish()
+    assert "LeakyThing" not in {s.name for s in baseline.top_by_count}
+
+
+def test_to_dict_is_json(series: SnapshotSeries) -> None:
+    result = _summarize(series.baseline.read_bytes(), [1 << 20], top=5).finish()
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert payload["nodeCount"] == result.node_count
+    assert len(payload["topBySize"]) == 5
+    assert payload["topBySize"][0]["selfSize"] >= payload["topBySize"][-1]["selfSize"]
+
+
+def _header(fields: list[str]) -> dict[str, object]:
+    return {
+        "meta": {
+            "node_fields": fields,
+            "node_types": [["hidden", "array", "string", "object"], "string", "number", "number", "number"],
+            "edge_fields": ["type", "name_or_index", "to_node"],
+            "edge_types": [["context", "element", "property", "internal", "hidden", "shortcut", "weak"]],
+        },
+        "node_count": 1,
+        "edge_count": 0,
+    }
+
+
+def _tiny(fields: list[str], nodes: list[int]) -> bytes:
+    text = json.dumps({"snapshot": _header(fields), "nodes": nodes, "edges": [], "strings": ["", "Foo"]})
+    return text.encode()
+
+
+def test_a_hand_made_six_field_snapshot_parses() -> None:
+    streaming = StreamingSummary()
+    streaming.feed(
+        _tiny(["type", "name", "id", "self_size", "edge_count", "detachedness"], [3, 1, 1, 40, 0, 0])
+    )
+    result = streaming.finish()
+    assert (result.node_count, result.edge_count, result.total_self_size) == (1, 0, 40)
+    assert [(s.name, s.count) for s in result.top_by_count] == [("Foo", 1)]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"hello world", "not a V8 heap snapshot"),
+        (b'{"nodes": [1, 2, x]}', "holds 'x'"),
+        (b'{"snapshot": {"meta": {}}, "nodes": []}', "snapshot.meta.node_fields"),
+        (_tiny(["type", "name", "id", "edge_count"], [3, 1, 1, 0]), "lacks self_size"),
+        (_tiny(["type", "name", "id", "self_size", "edge_count"], [3, 1, 1, 40, 0, 7]), "not a multiple"),
+        (b'{"snapshot": {}, "edges": []}', "snapshot.meta"),
+        (b'{"a": 1} {"b": 2}', "after its closing"),
+    ],
+)
+def test_bad_input_is_a_clear_error(data: bytes, message: str) -> None:
+    streaming = StreamingSummary()
+    with pytest.raises(SnapshotFormatError, match=message):
+        streaming.feed(data)
+        streaming.finish()
+
+
+def test_a_truncated_snapshot_is_refused(series: SnapshotSeries) -> None:
+    data = series.baseline.read_bytes()
+    for cut in (len(data) // 3, len(data) - 2):
+        streaming = StreamingSummary()
+        streaming.feed(data[:cut])
+        with pytest.raises(SnapshotFormatError, match="truncated"):
+            streaming.finish()
+
+
+def test_a_file_of_json_that_is_no_snapshot_is_refused() -> None:
+    streaming = StreamingSummary()
+    streaming.feed(b'{"hello": "world", "list": [1, 2]}')
+    with pytest.raises(SnapshotFormatError, match="not a V8 heap snapshot"):
+        streaming.finish()
