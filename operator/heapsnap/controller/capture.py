@@ -1,0 +1,375 @@
+"""One HeapSnapshot's capture, start to finish, with no kopf in sight.
+
+``CaptureRun.execute`` is safe to call again for the same resource at any time (after a
+retry or an operator restart): a finished resource is left alone; one whose recorded
+step shows the target may already have been touched (inspector opened, signal sent) is
+failed with ``OperatorRestarted`` after its upload is removed, so the target is never
+signalled twice; one that never got that far simply starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from heapsnap.errors import CaptureTimeout, HeapsnapError, PodError
+from heapsnap.k8s import conditions as c
+from heapsnap.k8s.objects import ResolvedTarget, ResourceGone, resolve
+from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec, object_key, parse_spec
+
+logger = logging.getLogger(__name__)
+
+# Steps after which the target may carry our marks (inspector open, signal sent).
+SIDE_EFFECT_STEPS = frozenset({"activating", "signalling", "generating", "transferring", "done"})
+_PROGRESS_INTERVAL = 1.0
+_POD_POLL_SECONDS = 2.0
+
+
+class ClusterOps(Protocol):
+    async def find_pod(self, namespace: str, target: TargetSpec) -> Any: ...
+
+    async def read_pod(self, namespace: str, name: str) -> Any | None: ...
+
+    async def read_credentials(self, namespace: str, secret: str) -> dict[str, str]: ...
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+
+class Recorder(Protocol):
+    def event(self, type_: str, reason: str, message: str) -> None: ...
+
+
+class Backends(Protocol):
+    """The engine, the sink and the transport, injected so each layer can be tested alone."""
+
+    def host(self, namespace: str, target: ResolvedTarget) -> Any: ...
+
+    def s3_config(self, spec: HeapSnapshotSpec, credentials: Mapping[str, str]) -> Any: ...
+
+    def sink(self, config: Any, key: str, *, gzip: bool) -> Any: ...
+
+    async def abort_uploads(self, config: Any, key: str) -> None: ...
+
+    async def delete_object(self, config: Any, key: str) -> None: ...
+
+    async def capture(
+        self, host: Any, sink: Any, spec: HeapSnapshotSpec, on_progress: Callable[[Any], Awaitable[None]]
+    ) -> Any: ...
+
+
+async def maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+@dataclass
+class Limits:
+    """One capture per target pod, and at most ``max_concurrent`` in all, in this process."""
+
+    max_concurrent: int
+    _slots: asyncio.Semaphore | None = None
+    _pods: dict[str, asyncio.Lock] = field(default_factory=dict)
+    active: int = 0
+    peak: int = 0
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrent)
+        return self._slots
+
+    def pod_lock(self, pod_uid: str) -> asyncio.Lock:
+        return self._pods.setdefault(pod_uid, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pod_uid: str, on_wait: Callable[[str], Awaitable[None]]) -> AsyncIterator[None]:
+        lock = self.pod_lock(pod_uid)
+        if lock.locked():
+            await on_wait("Waiting for another HeapSnapshot of the same pod to finish.")
+        async with lock:
+            if self.slots.locked():
+                await on_wait(f"Waiting for a capture slot ({self.max_concurrent} run at a time).")
+            async with self.slots:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+                try:
+                    yield
+                finally:
+                    self.active -= 1
+        if not lock.locked() and self._pods.get(pod_uid) is lock:
+            del self._pods[pod_uid]
+
+
+def summary_status(summary: Any, top: int = 10) -> dict[str, Any]:
+    raw = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
+    return {
+        "nodeCount": raw.get("nodeCount"),
+        "edgeCount": raw.get("edgeCount"),
+        "totalSize": raw.get("totalSelfSize", raw.get("totalSize")),
+        "topConstructors": [
+            {"name": s.get("name"), "count": s.get("count"), "selfSize": s.get("selfSize")}
+            for s in (raw.get("topBySize") or raw.get("topConstructors") or [])[:top]
+        ],
+    }
+
+
+class CaptureRun:
+    """Drives one resource through resolve, capture and upload, writing status as it goes."""
+
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        *,
+        cluster: ClusterOps,
+        backends: Backends,
+        recorder: Recorder,
+        limits: Limits,
+    ) -> None:
+        meta = body["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str = meta["uid"]
+        self.generation: int = int(meta.get("generation") or 1)
+        self.raw_spec: Mapping[str, Any] = body.get("spec") or {}
+        self.status: dict[str, Any] = dict(body.get("status") or {})
+        self.status.pop("kopf", None)
+        self.cluster = cluster
+        self.backends = backends
+        self.recorder = recorder
+        self.limits = limits
+        self._last_progress = 0.0
+
+    # -- status --------------------------------------------------------------------
+
+    def _condition(self, type_: str, status: c.ConditionStatus, reason: str, message: str) -> None:
+        self.status["conditions"] = c.set_condition(
+            self.status.get("conditions") or [],
+            type_,
+            status,
+            reason,
+            message,
+            observed_generation=self.generation,
+        )
+        self.status["phase"] = c.derive_phase(self.status["conditions"])
+        self.status["observedGeneration"] = self.generation
+
+    async def save(self) -> None:
+        await self.cluster.patch_status(self.namespace, self.name, self.status)
+
+    async def _fail(self, error: HeapsnapError, step_condition: str | None) -> None:
+        if step_condition is not None:
+            self._condition(step_condition, "False", error.reason, error.message)
+        self._condition(c.READY, "False", error.reason, error.message)
+        self.status["failure"] = {"reason": error.reason, "message": error.message}
+        self.status["completionTime"] = c.now_rfc3339()
+        await self.save()
+        self.recorder.event("Warning", error.reason, error.message)
+
+    # -- the flow ------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        if c.is_finished(self.status):
+            return
+        try:
+            spec = parse_spec(self.raw_spec)
+        except HeapsnapError as error:
+            await self._fail(error, None)
+            return
+        if self.status.get("step") in SIDE_EFFECT_STEPS:
+            await self._abandon(spec)
+            return
+        self.status.setdefault("startTime", c.now_rfc3339())
+        step_condition: str | None = c.TARGET_RESOLVED
+        try:
+            pod = await self.cluster.find_pod(self.namespace, spec.target)
+            target = resolve(pod, spec.target)
+            config = await self._storage(spec)
+            key = object_key(spec.s3, self.namespace, self.name, self.uid, gzip=spec.compression == "gzip")
+            async with self.limits.hold(target.uid, self._waiting):
+                self._resolved(target, key)
+                await self.save()
+                self.recorder.event("Normal", "TargetResolved", self._target_words(target))
+                step_condition = c.CAPTURED
+                result = await self._capture(spec, target, config, key)
+                await self._succeeded(result)
+        except HeapsnapError as error:
+            await self._fail(error, step_condition)
+        except ResourceGone:
+            raise
+        except Exception as error:
+            if self.status.get("step") not in SIDE_EFFECT_STEPS:
+                raise  # nothing touched the target yet: let the handler retry
+            logger.exception("capture of %s/%s failed", self.namespace, self.name)
+            await self._fail(HeapsnapError(f"The capture failed unexpectedly: {error}"), step_condition)
+
+    async def _waiting(self, message: str) -> None:
+        self._condition(c.READY, "Unknown", "Waiting", message)
+        await self.save()
+
+    async def _storage(self, spec: HeapSnapshotSpec) -> Any:
+        credentials: dict[str, str] = {}
+        if spec.s3.credentials_secret:
+            credentials = await self.cluster.read_credentials(self.namespace, spec.s3.credentials_secret)
+        return self.backends.s3_config(spec, credentials)
+
+    @staticmethod
+    def _target_words(target: ResolvedTarget) -> str:
+        return f"Pod {target.pod}, container {target.container}, on node {target.node or 'unknown'}."
+
+    def _resolved(self, target: ResolvedTarget, key: str) -> None:
+        self.status["key"] = key
+        self.status["target"] = {
+            "pod": target.pod,
+            "podUID": target.uid,
+            "container": target.container,
+            "node": target.node,
+        }
+        self.status["step"] = "probing"
+        self._condition(c.TARGET_RESOLVED, "True", "TargetResolved", self._target_words(target))
+        self._condition(c.READY, "Unknown", "Capturing", "Capturing the heap snapshot.")
+
+    async def _capture(self, spec: HeapSnapshotSpec, target: ResolvedTarget, config: Any, key: str) -> Any:
+        host = self.backends.host(self.namespace, target)
+        sink = self.backends.sink(config, key, gzip=spec.compression == "gzip")
+        work = asyncio.ensure_future(self.backends.capture(host, sink, spec, self._on_progress))
+        watch = asyncio.ensure_future(self._watch_pod(target))
+        try:
+            async with asyncio.timeout(spec.timeout_seconds):
+                done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if watch in done:
+                    watch.result()  # raises the pod's fate
+                return work.result()
+        except TimeoutError:
+            raise CaptureTimeout(
+                f"The capture did not finish within spec.timeoutSeconds ({spec.timeout_seconds} s); "
+                "large heaps need more: create a new HeapSnapshot with a higher timeoutSeconds."
+            ) from None
+        except BaseException:
+            # A failure after the sink was opened: the engine aborts its sink, and this
+            # makes sure no multipart upload under the resource's key outlives it.
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            with contextlib.suppress(Exception):
+                await self.backends.abort_uploads(config, key)
+            raise
+        finally:
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
+
+    async def _watch_pod(self, target: ResolvedTarget) -> None:
+        """Return (by raising) only when the target pod went away or its container restarted."""
+        while True:
+            await asyncio.sleep(_POD_POLL_SECONDS)
+            pod = await self.cluster.read_pod(self.namespace, target.pod)
+            if pod is None or pod.metadata.uid != target.uid or pod.metadata.deletion_timestamp is not None:
+                raise PodError(
+                    f"Pod {target.pod} was deleted during the capture; the partial snapshot was discarded.",
+                    reason="PodDeleted",
+                )
+            for status in pod.status.container_statuses or []:
+                if status.name == target.container and int(status.restart_count or 0) != target.restart_count:
+                    raise PodError(
+                        f"Container {target.container} of pod {target.pod} restarted during the capture; "
+                        "the process is gone and the partial snapshot was discarded.",
+                        reason="ContainerRestarted",
+                    )
+
+    async def _on_progress(self, progress: Any) -> None:
+        phase = str(progress.phase)
+        changed = phase != self.status.get("step")
+        self.status["step"] = phase
+        self.status["progress"] = {
+            "percent": progress.percent if progress.percent is not None else None,
+            "bytesSent": int(progress.bytes_sent or 0),
+            "message": progress.message or "",
+        }
+        if phase == "transferring" and changed:
+            self._condition(c.CAPTURED, "True", "Generated", "V8 generated the snapshot; uploading it.")
+        now = time.monotonic()
+        # Persisting every step change before returning is what makes restarts safe:
+        # the engine awaits this before it opens the inspector or sends the signal.
+        if changed or now - self._last_progress >= _PROGRESS_INTERVAL:
+            self._last_progress = now
+            await self.save()
+            if changed and phase in ("activating", "signalling", "transferring"):
+                self.recorder.event("Normal", phase.capitalize(), progress.message or phase)
+
+    async def _succeeded(self, result: Any) -> None:
+        artifact = result.artifact
+        target = result.target
+        self.status["target"].update(
+            {
+                "pid": target.pid,
+                "nodeVersion": target.node_version,
+                "command": target.command[:512],
+                "method": target.method,
+            }
+        )
+        self.status["artifact"] = {
+            "uri": artifact.uri,
+            "sizeBytes": artifact.size_bytes,
+            "compressedBytes": artifact.compressed_bytes,
+            "sha256": artifact.sha256,
+        }
+        self.status["durations"] = {
+            "pauseSeconds": round(result.pause_seconds, 3),
+            "transferSeconds": round(result.transfer_seconds, 3),
+            "totalSeconds": round(result.total_seconds, 3),
+        }
+        if result.summary is not None:
+            self.status["summary"] = summary_status(result.summary)
+        if result.warnings:
+            self.status["warnings"] = list(result.warnings)[:20]
+        self.status["step"] = "done"
+        self.status["completionTime"] = c.now_rfc3339()
+        self.status["progress"] = {
+            "percent": 100.0,
+            "bytesSent": artifact.compressed_bytes or artifact.size_bytes,
+        }
+        message = f"Stored {artifact.uri} ({artifact.size_bytes} bytes, sha256 {artifact.sha256[:12]}…)."
+        self._condition(c.CAPTURED, "True", "Generated", "V8 generated the snapshot.")
+        self._condition(c.UPLOADED, "True", "Uploaded", message)
+        self._condition(c.READY, "True", "Succeeded", message)
+        await self.save()
+        self.recorder.event("Normal", "Succeeded", message)
+
+    async def _abandon(self, spec: HeapSnapshotSpec) -> None:
+        step = self.status.get("step")
+        key = self.status.get("key")
+        if key:
+            credentials: dict[str, str] = {}
+            with contextlib.suppress(HeapsnapError):
+                if spec.s3.credentials_secret:
+                    credentials = await self.cluster.read_credentials(
+                        self.namespace, spec.s3.credentials_secret
+                    )
+            config = self.backends.s3_config(spec, credentials)
+            with contextlib.suppress(Exception):
+                await self.backends.abort_uploads(config, key)
+            if step in ("transferring", "done"):
+                with contextlib.suppress(Exception):
+                    await self.backends.delete_object(config, key)
+        error = HeapsnapError(
+            f"The operator restarted during the capture (step {step}); the partial upload was removed "
+            "and the target was not signalled again. Create a new HeapSnapshot to try again.",
+            reason="OperatorRestarted",
+        )
+        await self._fail(error, c.CAPTURED)
+
+
+async def run_capture(
+    body: Mapping[str, Any], *, cluster: ClusterOps, backends: Backends, recorder: Recorder, limits: Limits
+) -> None:
+    """Entry point for the kopf handler; ends quietly if the resource disappears meanwhile."""
+    run = CaptureRun(body, cluster=cluster, backends=backends, recorder=recorder, limits=limits)
+    try:
+        await run.execute()
+    except ResourceGone:
+        logger.info("HeapSnapshot %s/%s was deleted during its capture", run.namespace, run.name)

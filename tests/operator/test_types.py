@@ -1,0 +1,83 @@
+"""Spec parsing: one table of bad specs, each must name the field to fix."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from heapsnap.errors import InvalidInput
+from heapsnap.k8s.types import LabelSelector, object_key, parse_spec
+
+GOOD: dict[str, Any] = {
+    "target": {"podName": "api-0"},
+    "storage": {"s3": {"bucket": "snaps", "prefix": "/heap/"}},
+}
+
+
+def with_(path: str, value: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(GOOD)
+    node = spec
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return spec
+
+
+def test_defaults() -> None:
+    spec = parse_spec(GOOD)
+    assert spec.target.pod_name == "api-0"
+    assert (spec.method, spec.inspector_port, spec.compression) == ("auto", 9229, "gzip")
+    assert (spec.deletion_policy, spec.preflight, spec.timeout_seconds) == ("Retain", "enforce", 900)
+    assert spec.s3.prefix == "heap"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (with_("target", None), "spec.target"),
+        (with_("target.selector", {"matchLabels": {"app": "x"}}), "spec.target.podName"),
+        (with_("target", {"selector": {}}), "spec.target.selector"),
+        (with_("target.process", {"pid": 1, "commandContains": "x"}), "spec.target.process.pid"),
+        (with_("target.process", {"pid": 0}), "spec.target.process.pid"),
+        (with_("target.onMultiple", "Newest"), "spec.target.onMultiple"),
+        (with_("method", "gdb"), "spec.method"),
+        (with_("inspectorPort", 70000), "spec.inspectorPort"),
+        (with_("inspectorPort", True), "spec.inspectorPort"),
+        (with_("storage", {}), "spec.storage.s3"),
+        (with_("storage.s3.bucket", "s3://snaps"), "spec.storage.s3.bucket"),
+        (with_("storage.s3.bucket", None), "spec.storage.s3.bucket"),
+        (with_("storage.s3.endpoint", "minio:9000"), "spec.storage.s3.endpoint"),
+        (with_("compression", "zstd"), "spec.compression"),
+        (with_("deletionPolicy", "Orphan"), "spec.deletionPolicy"),
+        (with_("timeoutSeconds", 0), "spec.timeoutSeconds"),
+    ],
+)
+def test_bad_spec_names_the_field(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_spec(spec)
+    assert field in info.value.message
+    assert info.value.reason == "InvalidSpec"
+
+
+def test_selector_query() -> None:
+    selector = LabelSelector(
+        {"app": "api", "tier": "web"},
+        (
+            {"key": "env", "operator": "In", "values": ["a", "b"]},
+            {"key": "canary", "operator": "DoesNotExist"},
+        ),
+    )
+    assert selector.to_query() == "app=api,tier=web,env in (a,b),!canary"
+
+
+def test_object_key_is_deterministic() -> None:
+    s3 = parse_spec(GOOD).s3
+    assert object_key(s3, "shop", "snap", "u-1", gzip=True) == "heap/shop/snap-u-1.heapsnapshot.gz"
+    bare = parse_spec(with_("storage.s3.prefix", None)).s3
+    assert object_key(bare, "shop", "snap", "u-1", gzip=False) == "shop/snap-u-1.heapsnapshot"
