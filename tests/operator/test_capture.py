@@ -1,0 +1,291 @@
+"""CaptureRun against an in-memory cluster and fake engine/sink (this layer only).
+
+The fakes record what the real ones would have done: status patches, Events, uploads
+aborted, captures started. The end-to-end tests repeat the important flows for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from heapsnap.controller.capture import Limits, run_capture
+from heapsnap.errors import HeapsnapError, InvalidInput, PodError, SignalNotHandled
+from heapsnap.k8s.objects import ResolvedTarget
+from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def make_pod(name: str = "api-0", uid: str = "pod-uid", containers: tuple[str, ...] = ("app",)) -> Any:
+    return SimpleNamespace(
+        metadata=SimpleNamespace(name=name, uid=uid, deletion_timestamp=None, creation_timestamp=None),
+        spec=SimpleNamespace(containers=[SimpleNamespace(name=c) for c in containers], node_name="node-1"),
+        status=SimpleNamespace(
+            phase="Running",
+            start_time=None,
+            container_statuses=[
+                SimpleNamespace(name=c, restart_count=0, state=SimpleNamespace(running=object())) for c in containers
+            ],
+        ),
+    )
+
+
+@dataclass
+class FakeCluster:
+    pods: dict[str, Any] = field(default_factory=lambda: {"api-0": make_pod()})
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    patches: list[dict[str, Any]] = field(default_factory=list)
+
+    async def find_pod(self, namespace: str, target: TargetSpec) -> Any:
+        pod = self.pods.get(target.pod_name or "")
+        if pod is None:
+            raise PodError(f"Pod {namespace}/{target.pod_name} not found; fix spec.target.podName.")
+        return pod
+
+    async def read_pod(self, namespace: str, name: str) -> Any | None:
+        return self.pods.get(name)
+
+    async def read_credentials(self, namespace: str, secret: str) -> dict[str, str]:
+        if secret not in self.secrets:
+            raise InvalidInput(f"Secret {secret} does not exist", reason="SecretNotFound")
+        return self.secrets[secret]
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.patches.append(copy.deepcopy(dict(status)))
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.patches[-1]
+
+
+@dataclass
+class FakeBackends:
+    behaviour: Callable[[Callable[[Any], Awaitable[None]]], Awaitable[Any]] | None = None
+    captures: int = 0
+    aborted: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    credentials: list[Mapping[str, str]] = field(default_factory=list)
+
+    def host(self, namespace: str, target: ResolvedTarget) -> Any:
+        return target
+
+    def s3_config(self, spec: HeapSnapshotSpec, credentials: Mapping[str, str]) -> Any:
+        self.credentials.append(credentials)
+        return spec.s3
+
+    def sink(self, config: Any, key: str, *, gzip: bool) -> Any:
+        return key
+
+    async def abort_uploads(self, config: Any, key: str) -> None:
+        self.aborted.append(key)
+
+    async def delete_object(self, config: Any, key: str) -> None:
+        self.deleted.append(key)
+
+    async def capture(
+        self, host: Any, sink: Any, spec: HeapSnapshotSpec, on_progress: Callable[[Any], Awaitable[None]]
+    ) -> Any:
+        self.captures += 1
+        assert self.behaviour is not None
+        return await self.behaviour(on_progress)
+
+
+def progress(phase: str, **kw: Any) -> Any:
+    return SimpleNamespace(phase=phase, percent=kw.get("percent"), bytes_sent=kw.get("bytes_sent", 0), message="")
+
+
+def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:
+    async def run(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        for phase in ("probing", "preflight", "activating", "generating"):
+            await on_progress(progress(phase))
+        if probe is not None:
+            probe()
+        await asyncio.sleep(delay)
+        await on_progress(progress("transferring", bytes_sent=10))
+        await on_progress(progress("done", bytes_sent=20))
+        return SimpleNamespace(
+            artifact=SimpleNamespace(uri="s3://b/k", size_bytes=20, compressed_bytes=8, sha256="ab" * 32),
+            target=SimpleNamespace(pid=7, node_version="v20.20.2", command="node app.js", method="inspector"),
+            pause_seconds=0.5,
+            transfer_seconds=0.1,
+            total_seconds=1.0,
+            summary={"nodeCount": 5, "edgeCount": 9, "totalSelfSize": 100, "topBySize": [{"name": "LeakyThing"}]},
+            warnings=[],
+        )
+
+    return run
+
+
+def fail_with(error: HeapsnapError, after: str = "activating") -> Any:
+    async def run(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        await on_progress(progress(after))
+        raise error
+
+    return run
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, str]] = []
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.items.append((type_, reason, message))
+
+
+def body(name: str = "snap", pod: str = "api-0", status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "shop", "name": name, "uid": f"uid-{name}", "generation": 1},
+        "spec": {"target": {"podName": pod}, "storage": {"s3": {"bucket": "snaps"}}, **spec},
+        "status": status or {},
+    }
+
+
+async def run(b: dict[str, Any], cluster: FakeCluster, backends: FakeBackends, limits: Limits | None = None) -> Events:
+    events = Events()
+    await run_capture(b, cluster=cluster, backends=backends, recorder=events, limits=limits or Limits(4))
+    return events
+
+
+async def test_success_fills_status_and_events() -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    events = await run(body(), cluster, backends)
+    status = cluster.status
+    assert status["phase"] == "Succeeded"
+    assert status["artifact"]["sha256"] == "ab" * 32
+    assert status["target"] == {
+        "pod": "api-0",
+        "podUID": "pod-uid",
+        "container": "app",
+        "node": "node-1",
+        "pid": 7,
+        "nodeVersion": "v20.20.2",
+        "command": "node app.js",
+        "method": "inspector",
+    }
+    assert status["summary"]["topConstructors"][0]["name"] == "LeakyThing"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "TargetResolved": "True",
+        "Ready": "True",
+        "Captured": "True",
+        "Uploaded": "True",
+    }
+    assert status["key"] == "shop/snap-uid-snap.heapsnapshot.gz"
+    assert ("Normal", "Succeeded") in [e[:2] for e in events.items]
+    # The step reached the API server before the engine could open the inspector.
+    assert any(p.get("step") == "activating" for p in cluster.patches)
+
+
+async def test_finished_resource_is_left_alone() -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    await run(body(status={"phase": "Failed"}), cluster, backends)
+    assert backends.captures == 0 and cluster.patches == []
+
+
+@pytest.mark.parametrize("step", ["activating", "signalling", "generating", "transferring"])
+async def test_restart_after_side_effects_fails_without_capturing_again(step: str) -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    events = await run(body(status={"step": step, "key": "shop/k.gz"}), cluster, backends)
+    assert backends.captures == 0
+    assert backends.aborted == ["shop/k.gz"]
+    assert cluster.status["phase"] == "Failed"
+    assert cluster.status["failure"]["reason"] == "OperatorRestarted"
+    assert events.items[-1][:2] == ("Warning", "OperatorRestarted")
+
+
+async def test_restart_before_side_effects_captures() -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    await run(body(status={"step": "preflight"}), cluster, backends)
+    assert backends.captures == 1 and cluster.status["phase"] == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "words"),
+    [
+        ({"target": {"podName": "gone"}}, "PodNotFound", "spec.target.podName"),
+        ({"target": {"podName": "api-0", "container": "side"}}, "ContainerNotFound", "spec.target.container"),
+        (
+            {"storage": {"s3": {"bucket": "snaps", "credentialsSecret": "nope"}}},
+            "SecretNotFound",
+            "does not exist",
+        ),
+    ],
+)
+async def test_bad_target_or_storage_fails_clearly(spec: dict[str, Any], reason: str, words: str) -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    b = body()
+    b["spec"].update(spec)
+    events = await run(b, cluster, backends)
+    assert backends.captures == 0
+    assert cluster.status["failure"]["reason"] == reason and words in cluster.status["failure"]["message"]
+    ready = next(c for c in cluster.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert events.items[-1][:2] == ("Warning", reason)
+
+
+async def test_several_containers_need_a_container() -> None:
+    cluster = FakeCluster(pods={"api-0": make_pod(containers=("app", "proxy"))})
+    await run(body(), cluster, FakeBackends(succeed()))
+    assert cluster.status["failure"]["reason"] == "ContainerRequired"
+    assert "app, proxy" in cluster.status["failure"]["message"]
+
+
+async def test_engine_failure_is_reported_and_upload_aborted() -> None:
+    cluster = FakeCluster()
+    backends = FakeBackends(fail_with(SignalNotHandled("The process does not handle SIGUSR2; use method: inspector.")))
+    events = await run(body(method="signal"), cluster, backends)
+    assert cluster.status["failure"] == {
+        "reason": "SignalNotHandled",
+        "message": "The process does not handle SIGUSR2; use method: inspector.",
+    }
+    captured = next(c for c in cluster.status["conditions"] if c["type"] == "Captured")
+    assert captured["status"] == "False"
+    assert backends.aborted == ["shop/snap-uid-snap.heapsnapshot.gz"]
+    assert events.items[-1][:2] == ("Warning", "SignalNotHandled")
+
+
+async def test_pod_deleted_mid_capture() -> None:
+    cluster = FakeCluster()
+    backends = FakeBackends(succeed(delay=10, probe=lambda: cluster.pods.clear()))
+    await run(body(), cluster, backends)
+    assert cluster.status["failure"]["reason"] == "PodDeleted"
+    assert backends.aborted
+
+
+async def test_credentials_come_from_the_secret() -> None:
+    cluster = FakeCluster(secrets={"s3": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}})
+    backends = FakeBackends(succeed())
+    b = body()
+    b["spec"]["storage"]["s3"]["credentialsSecret"] = "s3"
+    await run(b, cluster, backends)
+    assert backends.credentials == [{"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}]
+
+
+async def test_one_capture_per_pod_and_a_global_limit() -> None:
+    pods = {f"p{i}": make_pod(f"p{i}", f"uid-p{i}") for i in range(6)}
+    cluster = FakeCluster(pods=pods)
+    running: list[int] = [0, 0]
+
+    def probe() -> None:
+        running[0] += 1
+        running[1] = max(running[1], running[0])
+
+    async def behaviour(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        result = await succeed(delay=0.05, probe=probe)(on_progress)
+        running[0] -= 1
+        return result
+
+    backends = FakeBackends(behaviour)
+    limits = Limits(max_concurrent=2)
+    bodies = [body(f"s{i}", pod=f"p{i % 3}") for i in range(6)]
+    await asyncio.gather(*(run(b, cluster, backends, limits) for b in bodies))
+    assert backends.captures == 6
+    assert running[1] <= 2 and limits.peak <= 2
+    waits = [c for p in cluster.patches for c in p.get("conditions", []) if c["reason"] == "Waiting"]
+    assert waits, "waiting resources say so in their Ready condition"
