@@ -31,7 +31,8 @@ def make_pod(name: str = "api-0", uid: str = "pod-uid", containers: tuple[str, .
             phase="Running",
             start_time=None,
             container_statuses=[
-                SimpleNamespace(name=c, restart_count=0, state=SimpleNamespace(running=object())) for c in containers
+                SimpleNamespace(name=c, restart_count=0, state=SimpleNamespace(running=object()))
+                for c in containers
             ],
         ),
     )
@@ -98,7 +99,9 @@ class FakeBackends:
 
 
 def progress(phase: str, **kw: Any) -> Any:
-    return SimpleNamespace(phase=phase, percent=kw.get("percent"), bytes_sent=kw.get("bytes_sent", 0), message="")
+    return SimpleNamespace(
+        phase=phase, percent=kw.get("percent"), bytes_sent=kw.get("bytes_sent", 0), message=""
+    )
 
 
 def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:
@@ -116,7 +119,7 @@ def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:
             pause_seconds=0.5,
             transfer_seconds=0.1,
             total_seconds=1.0,
-            summary={"nodeCount": 5, "edgeCount": 9, "totalSelfSize": 100, "topBySize": [{"name": "LeakyThing"}]},
+            summary={"nodeCount": 5, "totalSelfSize": 100, "topBySize": [{"name": "LeakyThing"}]},
             warnings=[],
         )
 
@@ -139,7 +142,9 @@ class Events:
         self.items.append((type_, reason, message))
 
 
-def body(name: str = "snap", pod: str = "api-0", status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+def body(
+    name: str = "snap", pod: str = "api-0", status: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
     return {
         "metadata": {"namespace": "shop", "name": name, "uid": f"uid-{name}", "generation": 1},
         "spec": {"target": {"podName": pod}, "storage": {"s3": {"bucket": "snaps"}}, **spec},
@@ -147,7 +152,9 @@ def body(name: str = "snap", pod: str = "api-0", status: dict[str, Any] | None =
     }
 
 
-async def run(b: dict[str, Any], cluster: FakeCluster, backends: FakeBackends, limits: Limits | None = None) -> Events:
+async def run(
+    b: dict[str, Any], cluster: FakeCluster, backends: FakeBackends, limits: Limits | None = None
+) -> Events:
     events = Events()
     await run_capture(b, cluster=cluster, backends=backends, recorder=events, limits=limits or Limits(4))
     return events
@@ -238,7 +245,8 @@ async def test_several_containers_need_a_container() -> None:
 
 async def test_engine_failure_is_reported_and_upload_aborted() -> None:
     cluster = FakeCluster()
-    backends = FakeBackends(fail_with(SignalNotHandled("The process does not handle SIGUSR2; use method: inspector.")))
+    error = SignalNotHandled("The process does not handle SIGUSR2; use method: inspector.")
+    backends = FakeBackends(fail_with(error))
     events = await run(body(method="signal"), cluster, backends)
     assert cluster.status["failure"] == {
         "reason": "SignalNotHandled",
