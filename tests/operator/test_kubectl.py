@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from heapsnap.cli.kubectl import build_manifest, build_parser, download, parse_s3_uri
+from heapsnap.errors import InvalidInput, StorageError
+from heapsnap.k8s.types import parse_spec
+
+
+def test_capture_manifest_is_a_valid_spec() -> None:
+    args = build_parser().parse_args(
+        ["capture", "api-0", "-c", "app", "--s3", "s3://snaps/heap/", "--endpoint", "http://127.0.0.1:9000"]
+        + ["--path-style", "--credentials-secret", "s3", "--method", "inspector", "--timeout", "60"]
+    )
+    manifest = build_manifest(args, "shop")
+    assert manifest["metadata"] == {"generateName": "api-0-", "namespace": "shop"}
+    spec = parse_spec(manifest["spec"])
+    assert (spec.target.pod_name, spec.target.container, spec.method) == ("api-0", "app", "inspector")
+    assert (spec.s3.bucket, spec.s3.prefix, spec.s3.force_path_style) == ("snaps", "heap", True)
+    assert (spec.s3.credentials_secret, spec.timeout_seconds) == ("s3", 60)
+
+
+@pytest.mark.parametrize("uri", ["snaps", "s3://", "https://snaps"])
+def test_bad_s3_uri(uri: str) -> None:
+    with pytest.raises(InvalidInput, match="s3://bucket"):
+        parse_s3_uri(uri)
+
+
+def test_download_keeps_only_verified_bytes(tmp_path: Path) -> None:
+    data = b"x" * 3_000_000
+    target = tmp_path / "snap.heapsnapshot"
+    assert download(io.BytesIO(data), target, hashlib.sha256(data).hexdigest()) == len(data)
+    assert target.read_bytes() == data
+
+    other = tmp_path / "bad.heapsnapshot"
+    with pytest.raises(StorageError) as info:
+        download(io.BytesIO(data), other, "0" * 64)
+    assert info.value.reason == "ChecksumMismatch"
+    assert list(tmp_path.iterdir()) == [target]
