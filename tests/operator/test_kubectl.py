@@ -13,8 +13,11 @@ from heapsnap.k8s.types import parse_spec
 
 def test_capture_manifest_is_a_valid_spec() -> None:
     args = build_parser().parse_args(
-        ["capture", "api-0", "-c", "app", "--s3", "s3://snaps/heap/", "--endpoint", "http://127.0.0.1:9000"]
-        + ["--path-style", "--credentials-secret", "s3", "--method", "inspector", "--timeout", "60"]
+        [
+            *("capture", "api-0", "-c", "app", "--s3", "s3://snaps/heap/"),
+            *("--endpoint", "http://127.0.0.1:9000", "--path-style", "--credentials-secret", "s3"),
+            *("--method", "inspector", "--timeout", "60"),
+        ]
     )
     manifest = build_manifest(args, "shop")
     assert manifest["metadata"] == {"generateName": "api-0-", "namespace": "shop"}
