@@ -1,0 +1,163 @@
+"""Runs ``agent.js`` next to the target with a Node.js binary found there."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from heapsnap.errors import CaptureError, NotNodeProcess, ProcessNotFound, TargetExited, TransportError
+from heapsnap.transports.base import CommandResult, ProcessHost, StdoutCallback
+
+SIGUSR1_MASK = 1 << (10 - 1)
+_SIGNALS = {"SIGUSR1": 10, "SIGUSR2": 12, "SIGQUIT": 3, "SIGHUP": 1, "SIGINT": 2, "SIGTERM": 15}
+_EXIT_GONE = 3
+
+
+@cache
+def agent_script() -> str:
+    return resources.files("heapsnap.engine").joinpath("agent.js").read_text()
+
+
+def signal_mask(name: str) -> int:
+    number = _SIGNALS.get(name.upper()) if not name.isdigit() else int(name)
+    return 0 if number is None else 1 << (number - 1)
+
+
+@dataclass(frozen=True)
+class NodeProcessInfo:
+    """What the agent saw of one process through /proc."""
+
+    pid: int
+    argv: list[str]
+    exe: str | None
+    is_node: bool
+    cwd: str | None
+    uid: int
+    sigcgt: int
+    rss_bytes: int
+    node_options: str | None
+    listening: list[int]
+    memory_max: int | None
+    memory_current: int | None
+    mem_available: int | None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> NodeProcessInfo:
+        memory = raw.get("memory") or {}
+        return cls(
+            pid=int(raw["pid"]),
+            argv=list(raw["argv"]),
+            exe=raw.get("exe"),
+            is_node=bool(raw["node"]),
+            cwd=raw.get("cwd"),
+            uid=int(raw["uid"]),
+            sigcgt=int(raw.get("sigcgt") or "0", 16),
+            rss_bytes=int(raw.get("vm_rss_bytes") or 0),
+            node_options=raw.get("node_options"),
+            listening=[int(p) for p in raw.get("listening", [])],
+            memory_max=memory.get("max"),
+            memory_current=memory.get("current"),
+            mem_available=raw.get("mem_available_bytes"),
+        )
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
+
+    def node_flags(self) -> list[str]:
+        """Node's own options: NODE_OPTIONS, then argv up to the script or ``-e``."""
+        flags = shlex.split(self.node_options) if self.node_options else []
+        for arg in self.argv[1:]:
+            if not arg.startswith("-") or arg in ("-e", "--eval", "-p", "--print", "-", "--"):
+                break
+            flags.append(arg)
+        return flags
+
+    def flag(self, name: str) -> str | None:
+        """The last value of ``--name=value`` (or ``--name value``) among Node's options."""
+        value: str | None = None
+        flags = self.node_flags()
+        for i, arg in enumerate(flags):
+            if arg == name and i + 1 < len(flags) and not flags[i + 1].startswith("-"):
+                value = flags[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+            elif arg == name:
+                value = ""
+        return value
+
+    def handles(self, mask: int) -> bool:
+        return bool(self.sigcgt & mask)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    processes: list[NodeProcessInfo]
+    listening: list[int]
+
+
+class Agent:
+    """The agent, run by ``node`` (a binary path next to the target)."""
+
+    def __init__(self, host: ProcessHost, node: str, version: str) -> None:
+        self.host = host
+        self.node = node
+        self.version = version
+
+    @property
+    def major(self) -> int:
+        match = re.match(r"v(\d+)", self.version)
+        return int(match.group(1)) if match else 0
+
+    @classmethod
+    async def locate(cls, host: ProcessHost, pid: int | None = None) -> Agent:
+        """Find a Node.js binary next to the target; the target's own one when the pid is known."""
+        candidates = [f"/proc/{pid}/exe"] if pid is not None else []
+        candidates += ["node", "/proc/1/exe", "/usr/local/bin/node", "/usr/bin/node"]
+        for candidate in candidates:
+            try:
+                result = await host.run([candidate, "--version"], timeout=15)
+            except TransportError:
+                raise
+            version = result.stdout.decode(errors="replace").strip()
+            if result.exit_code == 0 and re.fullmatch(r"v\d+\.\d+\.\d+\S*", version):
+                return cls(host, candidate, version)
+        if pid is not None:
+            raise ProcessNotFound(
+                f"No Node.js binary found on {host.description} to inspect pid {pid}: "
+                "check the pid (is the process running, is it Node.js?)"
+            )
+        raise NotNodeProcess(
+            f"No Node.js binary found on {host.description} (tried {', '.join(candidates)}): "
+            "is this a Node.js container? Name the process or container that runs node."
+        )
+
+    async def run(
+        self, *args: str, stdout: StdoutCallback | None = None, limit: float | None = 30
+    ) -> CommandResult:
+        argv = [self.node, "-e", agent_script(), "--", *args]
+        return await self.host.run(argv, stdout=stdout, timeout=limit)
+
+    async def call(self, *args: str) -> dict[str, Any]:
+        """Run a subcommand and return its one JSON reply; a vanished target is ``TargetExited``."""
+        result = await self.run(*args)
+        lines = result.stdout.decode(errors="replace").strip().splitlines()
+        reply: dict[str, Any] = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        if result.exit_code == _EXIT_GONE or reply.get("error") == "gone":
+            raise TargetExited(f"The target process on {self.host.description} exited.")
+        if result.exit_code != 0 or not reply:
+            detail = result.stderr.decode(errors="replace").strip()[-500:]
+            raise CaptureError(f"heapsnap's agent failed ({args[0]}, exit {result.exit_code}): {detail}")
+        return reply
+
+    async def probe(self, pid: int | None = None) -> ProbeResult:
+        reply = await self.call("probe", *([str(pid)] if pid is not None else []))
+        return ProbeResult(
+            processes=[NodeProcessInfo.from_json(p) for p in reply["processes"]],
+            listening=[int(p) for p in reply["listening"]],
+        )

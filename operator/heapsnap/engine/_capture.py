@@ -1,0 +1,484 @@
+"""The capture flow: pick the process, choose a method, snapshot, stream to the sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import posixpath
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from heapsnap.analysis.stream import SnapshotSummary, StreamingSummary
+from heapsnap.engine import _inspector, _preflight
+from heapsnap.engine._agent import Agent, NodeProcessInfo, signal_mask
+from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
+from heapsnap.engine._types import (
+    CaptureOptions,
+    CaptureResult,
+    PreflightEstimate,
+    ProcessSelector,
+    Progress,
+    ProgressCallback,
+    TargetInfo,
+)
+from heapsnap.errors import (
+    AmbiguousProcess,
+    CaptureError,
+    CaptureTimeout,
+    DiagnosticDirNotWritable,
+    HeapsnapError,
+    InspectorDisabled,
+    InspectorPortTaken,
+    InvalidInput,
+    NotNodeProcess,
+    ProcessNotFound,
+    SignalNotHandled,
+    SnapshotFormatError,
+    TargetExited,
+)
+from heapsnap.sinks.base import Artifact, Sink
+from heapsnap.transports.base import ProcessHost
+
+MiB = 1 << 20
+_ANY_PROCESS = ProcessSelector()
+_DEFAULTS = CaptureOptions()
+_REPORT_EVERY_BYTES = 4 * MiB
+
+
+async def _report(on_progress: ProgressCallback | None, progress: Progress) -> None:
+    if on_progress is not None:
+        await on_progress(progress)
+
+
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float | None) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as error:
+        raise CaptureTimeout(
+            f"The capture did not finish within {seconds:g} s; raise the timeout (timeoutSeconds) "
+            "for a large heap."
+        ) from error
+
+
+async def select_process(host: ProcessHost, selector: ProcessSelector) -> tuple[Agent, NodeProcessInfo]:
+    """The target process, and an agent run by the target's own Node.js binary."""
+    if selector.pid is not None and selector.pid <= 0:
+        raise InvalidInput(f"pid {selector.pid} is not a valid process id: give a positive pid.")
+    agent = await Agent.locate(host, selector.pid)
+    probe = await agent.probe(selector.pid)
+    if selector.pid is not None:
+        if not probe.processes:
+            raise ProcessNotFound(f"No process with pid {selector.pid} on {host.description}: check the pid.")
+        info = probe.processes[0]
+        if not info.is_node:
+            raise NotNodeProcess(
+                f"Process {info.pid} on {host.description} is not Node.js ({info.exe or info.command}): "
+                "give the pid of a node process."
+            )
+    else:
+        candidates = probe.processes
+        if selector.command_contains:
+            candidates = [p for p in candidates if selector.command_contains in p.command]
+        elif any(p.pid == 1 for p in candidates):
+            candidates = [p for p in candidates if p.pid == 1]
+        if not candidates:
+            wanted = f" running {selector.command_contains!r}" if selector.command_contains else ""
+            raise ProcessNotFound(f"No Node.js process{wanted} found on {host.description}.")
+        if len(candidates) > 1:
+            listing = "; ".join(f"{p.pid}: {p.command[:80]}" for p in candidates[:10])
+            raise AmbiguousProcess(
+                f"{len(candidates)} Node.js processes on {host.description} ({listing}): choose one by pid "
+                "or by a command-line substring."
+            )
+        info = candidates[0]
+    own = f"/proc/{info.pid}/exe"
+    if agent.node != own:
+        result = await host.run([own, "--version"], timeout=15)
+        if result.exit_code == 0:
+            agent = Agent(host, own, result.stdout.decode().strip())
+    return agent, info
+
+
+@dataclass
+class _Stats:
+    bytes_sent: int = 0
+    started: float = 0.0
+    first_chunk: float | None = None
+    last_chunk: float | None = None
+    summary: StreamingSummary | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _new_summary(top: int) -> StreamingSummary | None:
+    summary = StreamingSummary(top=top)
+    try:
+        summary.feed(b"")
+    except NotImplementedError:
+        return None
+    return summary
+
+
+async def _deliver(stats: _Stats, sink: Sink, data: bytes, on_progress: ProgressCallback | None) -> None:
+    now = time.monotonic()
+    if stats.first_chunk is None:
+        stats.first_chunk = now
+    stats.last_chunk = now
+    await sink.write(data)
+    if stats.summary is not None:
+        try:
+            stats.summary.feed(data)
+        except Exception as error:  # the summary is a bonus: never lose the artifact for it
+            stats.warnings.append(f"Summary skipped: {error}")
+            stats.summary = None
+    before = stats.bytes_sent
+    stats.bytes_sent += len(data)
+    if stats.bytes_sent // _REPORT_EVERY_BYTES != before // _REPORT_EVERY_BYTES:
+        await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
+
+
+def _finish_summary(stats: _Stats) -> SnapshotSummary | None:
+    if stats.summary is None:
+        return None
+    try:
+        return stats.summary.finish()
+    except (SnapshotFormatError, NotImplementedError) as error:
+        stats.warnings.append(f"Summary skipped: {error}")
+        return None
+
+
+async def _take_inspector_snapshot(
+    cdp: CdpSession, sink: Sink, stats: _Stats, node_major: int, on_progress: ProgressCallback | None
+) -> None:
+    last_percent = -1.0
+
+    async def on_event(method: str, params: dict[str, object]) -> None:
+        nonlocal last_percent
+        if method == "HeapProfiler.addHeapSnapshotChunk":
+            await _deliver(stats, sink, str(params["chunk"]).encode(), on_progress)
+        elif method == "HeapProfiler.reportHeapSnapshotProgress":
+            done, total = int(str(params.get("done", 0))), int(str(params.get("total", 0)))
+            percent = 100.0 * done / total if total else 0.0
+            if params.get("finished") or percent - last_percent >= 1.0:
+                last_percent = percent
+                await _report(on_progress, Progress("generating", percent=round(percent, 1)))
+
+    cdp.on_event = on_event
+    paused = False
+    try:
+        if node_major >= 22:
+            # Node 22+ runs takeHeapSnapshot only on an empty JS stack: pausing first makes
+            # it immediate even while JavaScript is busy.
+            await cdp.send("Debugger.enable")
+            await cdp.send("Debugger.pause")
+            paused = True
+        stats.started = time.monotonic()
+        await cdp.send("HeapProfiler.takeHeapSnapshot", {"reportProgress": True})
+    finally:
+        cdp.on_event = None
+        if paused:
+            for method in ("Debugger.resume", "Debugger.disable"):
+                with contextlib.suppress(CdpClosed, CdpCommandError):
+                    await cdp.send(method)
+
+
+async def _explain_closed(agent: Agent, pid: int, cdp: CdpSession, error: CdpClosed) -> HeapsnapError:
+    if isinstance(cdp.closed_error, HeapsnapError):
+        return cdp.closed_error
+    if not (await agent.probe(pid)).processes:
+        return TargetExited(f"Process {pid} exited during the capture; no snapshot was stored.")
+    return CaptureError(f"The inspector connection of process {pid} closed during the capture: {error}")
+
+
+@dataclass
+class _InspectorContext:
+    agent: Agent
+    info: NodeProcessInfo
+    cdp: CdpSession
+    target: TargetInfo
+    preflight: PreflightEstimate | None
+    warnings: list[str]
+
+
+@contextlib.asynccontextmanager
+async def _inspector_target(
+    host: ProcessHost,
+    agent: Agent,
+    info: NodeProcessInfo,
+    endpoint: _inspector.InspectorEndpoint,
+    options: CaptureOptions,
+    on_progress: ProgressCallback | None,
+) -> AsyncIterator[_InspectorContext]:
+    warnings: list[str] = []
+    target = TargetInfo(info.pid, agent.version, info.command, "inspector", endpoint.opened_by_us)
+    try:
+        async with _inspector.session(host, endpoint) as cdp:
+            preflight: PreflightEstimate | None = None
+            if options.preflight != "skip":
+                await _report(on_progress, Progress("preflight"))
+                heap_used: int | None
+                try:
+                    heap_used = int(await cdp.evaluate("process.memoryUsage().heapUsed"))
+                except (CdpCommandError, TypeError, ValueError):
+                    heap_used = None
+                preflight = _preflight.estimate(
+                    info,
+                    node_major=agent.major,
+                    heap_used=heap_used,
+                    available_override=options.available_bytes,
+                )
+                _preflight.check(preflight, info.pid, options.preflight, warnings)
+            yield _InspectorContext(agent, info, cdp, target, preflight, warnings)
+    finally:
+        if endpoint.opened_by_us and not await _inspector.wait_closed(host, agent, info.pid, endpoint.port):
+            warnings.append(f"The inspector heapsnap opened on port {endpoint.port} is still listening.")
+
+
+async def _snapshot_to_sink(
+    ctx: _InspectorContext, sink: Sink, options: CaptureOptions, on_progress: ProgressCallback | None
+) -> CaptureResult:
+    started = time.monotonic()
+    stats = _Stats(summary=_new_summary(options.summary_top))
+    try:
+        try:
+            await _take_inspector_snapshot(ctx.cdp, sink, stats, ctx.agent.major, on_progress)
+        except CdpClosed as error:
+            raise await _explain_closed(ctx.agent, ctx.info.pid, ctx.cdp, error) from error
+        except CdpCommandError as error:
+            raise CaptureError(f"Process {ctx.info.pid} refused the heap snapshot: {error}") from error
+        if stats.bytes_sent == 0:
+            raise CaptureError(f"Process {ctx.info.pid} produced an empty heap snapshot.")
+        return await _commit(sink, stats, ctx.target, ctx.preflight, ctx.warnings, started, on_progress)
+    except BaseException:
+        await sink.abort()
+        raise
+
+
+async def _commit(
+    sink: Sink,
+    stats: _Stats,
+    target: TargetInfo,
+    preflight: PreflightEstimate | None,
+    warnings: list[str],
+    started: float,
+    on_progress: ProgressCallback | None,
+) -> CaptureResult:
+    await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
+    artifact: Artifact = await sink.commit()
+    ended = time.monotonic()
+    summary = _finish_summary(stats)
+    result = CaptureResult(
+        target=target,
+        artifact=artifact,
+        pause_seconds=round((stats.last_chunk or ended) - stats.started, 3),
+        transfer_seconds=round(ended - (stats.first_chunk or ended), 3),
+        total_seconds=round(ended - started, 3),
+        summary=summary,
+        preflight=preflight,
+        warnings=[*warnings, *stats.warnings],
+    )
+    await _report(
+        on_progress, Progress("done", percent=100.0, bytes_sent=stats.bytes_sent, message=artifact.uri)
+    )
+    return result
+
+
+def _neither_message(info: NodeProcessInfo) -> str:
+    return (
+        f"Process {info.pid} can be captured neither through its inspector (SIGUSR1 is ignored: "
+        "--disable-sigusr1) nor by signal (no --heapsnapshot-signal): restart it without "
+        "--disable-sigusr1, or with --heapsnapshot-signal=SIGUSR2."
+    )
+
+
+async def capture(
+    host: ProcessHost,
+    sink: Sink,
+    *,
+    selector: ProcessSelector = _ANY_PROCESS,
+    options: CaptureOptions = _DEFAULTS,
+    on_progress: ProgressCallback | None = None,
+) -> CaptureResult:
+    """Take one heap snapshot of a Node.js process on ``host`` and store it in ``sink``.
+
+    The sink is committed on success and aborted on any failure.
+    """
+    started = time.monotonic()
+    try:
+        async with _deadline(options.timeout_seconds):
+            await _report(on_progress, Progress("probing"))
+            agent, info = await select_process(host, selector)
+            method = options.method
+            endpoint: _inspector.InspectorEndpoint | None = None
+            if method in ("auto", "inspector"):
+                endpoint = await _inspector.find_open(host, info, options.inspector_port)
+            signal_ok = _signal_name(info) is not None and info.handles(signal_mask(_signal_name(info) or ""))
+            if method == "auto":
+                if endpoint is None and not _inspector.can_activate(info):
+                    if not signal_ok:
+                        raise InspectorDisabled(_neither_message(info))
+                    method = "signal"
+                else:
+                    method = "inspector"
+            if method == "signal":
+                return await _capture_signal(host, agent, info, sink, options, on_progress, started)
+            warnings: list[str] = []
+            if endpoint is None:
+                try:
+                    endpoint = await _inspector.activate(host, agent, info, on_progress)
+                except InspectorPortTaken as error:
+                    if options.method != "auto" or not signal_ok:
+                        raise
+                    warnings.append(f"{error} Captured by signal instead.")
+                    result = await _capture_signal(host, agent, info, sink, options, on_progress, started)
+                    result.warnings[:0] = warnings
+                    return result
+            async with _inspector_target(host, agent, info, endpoint, options, on_progress) as ctx:
+                result = await _snapshot_to_sink(ctx, sink, options, on_progress)
+            result.warnings = [*warnings, *ctx.warnings, *result.warnings]
+            result.total_seconds = round(time.monotonic() - started, 3)
+            return result
+    except BaseException:
+        await sink.abort()
+        raise
+
+
+async def capture_series(
+    host: ProcessHost,
+    sink_factory: Callable[[int], Sink],
+    *,
+    count: int,
+    interval_seconds: float,
+    selector: ProcessSelector = _ANY_PROCESS,
+    options: CaptureOptions = _DEFAULTS,
+    on_progress: ProgressCallback | None = None,
+) -> list[CaptureResult]:
+    """Take ``count`` snapshots through one inspector session, so node ids stay comparable."""
+    if count < 1:
+        raise InvalidInput(f"count is {count}: a series needs at least one snapshot.")
+    if options.method == "signal":
+        raise InvalidInput("A series needs the inspector method (ids reset between signal snapshots).")
+    results: list[CaptureResult] = []
+    async with _deadline(options.timeout_seconds):
+        await _report(on_progress, Progress("probing"))
+        agent, info = await select_process(host, selector)
+        endpoint = await _inspector.find_open(host, info, options.inspector_port)
+        if endpoint is None:
+            endpoint = await _inspector.activate(host, agent, info, on_progress)
+        async with _inspector_target(host, agent, info, endpoint, options, on_progress) as ctx:
+            for index in range(count):
+                if index:
+                    await asyncio.sleep(interval_seconds)
+                results.append(await _snapshot_to_sink(ctx, sink_factory(index), options, on_progress))
+        for result in results:
+            result.warnings[:0] = ctx.warnings
+    return results
+
+
+def _signal_name(info: NodeProcessInfo) -> str | None:
+    value = info.flag("--heapsnapshot-signal")
+    return value or None
+
+
+async def _capture_signal(
+    host: ProcessHost,
+    agent: Agent,
+    info: NodeProcessInfo,
+    sink: Sink,
+    options: CaptureOptions,
+    on_progress: ProgressCallback | None,
+    started: float,
+) -> CaptureResult:
+    name = _signal_name(info)
+    if name is None:
+        raise SignalNotHandled(
+            f"Process {info.pid} was not started with --heapsnapshot-signal, and any other signal would "
+            "kill it: restart it with --heapsnapshot-signal=SIGUSR2 (or use the inspector method)."
+        )
+    if not info.handles(signal_mask(name)):
+        raise SignalNotHandled(
+            f"Process {info.pid} has no handler for {name} (per /proc/{info.pid}/status SigCgt) although "
+            f"--heapsnapshot-signal={name} is set; sending it would kill the process, so heapsnap did not."
+        )
+    directory = info.flag("--diagnostic-dir") or info.cwd or "/"
+    directory = posixpath.normpath(posixpath.join(info.cwd or "/", directory))
+    if not (await agent.call("writable", str(info.pid), directory)).get("writable"):
+        raise DiagnosticDirNotWritable(
+            f"Process {info.pid} cannot write its snapshot to {directory} (its diagnostic directory), and "
+            "a signal would crash it: start it with --diagnostic-dir=<a writable directory>."
+        )
+    warnings: list[str] = []
+    preflight: PreflightEstimate | None = None
+    if options.preflight != "skip":
+        await _report(on_progress, Progress("preflight"))
+        preflight = _preflight.estimate(
+            info, node_major=agent.major, heap_used=None, available_override=options.available_bytes
+        )
+        _preflight.check(preflight, info.pid, options.preflight, warnings)
+    target = TargetInfo(info.pid, agent.version, info.command, "signal", False)
+    await _report(on_progress, Progress("signalling", message=f"sending {name} to pid {info.pid}"))
+    stats = _Stats(summary=_new_summary(options.summary_top), started=time.monotonic())
+    path = await _signal_and_wait(agent, info.pid, name, directory, options, on_progress)
+    generated = time.monotonic()
+    try:
+
+        async def deliver(data: bytes) -> None:
+            await _deliver(stats, sink, data, on_progress)
+
+        result = await agent.run("stream", path, "--delete", stdout=deliver, limit=None)
+        if result.exit_code != 0:
+            raise CaptureError(
+                f"Reading the snapshot {path} failed: {result.stderr.decode(errors='replace')[-300:]}"
+            )
+    except BaseException:
+        with contextlib.suppress(HeapsnapError):
+            await agent.call("remove", path)
+        raise
+    captured = await _commit(sink, stats, target, preflight, warnings, started, on_progress)
+    captured.pause_seconds = round(generated - stats.started, 3)
+    return captured
+
+
+async def _signal_and_wait(
+    agent: Agent,
+    pid: int,
+    name: str,
+    directory: str,
+    options: CaptureOptions,
+    on_progress: ProgressCallback | None,
+) -> str:
+    buffer = b""
+    outcome: dict[str, object] = {}
+
+    async def on_line(data: bytes) -> None:
+        nonlocal buffer
+        buffer += data
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            message = json.loads(line)
+            if "size" in message and "path" not in message:
+                size = int(message["size"])
+                await _report(on_progress, Progress("generating", message=f"{size // MiB} MiB written"))
+            else:
+                outcome.update(message)
+
+    timeout = options.timeout_seconds or 24 * 3600
+    result = await agent.run(
+        "signal-wait", str(pid), name, directory, str(timeout), stdout=on_line, limit=None
+    )
+    if outcome.get("error") == "gone" or result.exit_code == 3:
+        raise TargetExited(f"Process {pid} exited while writing its snapshot; no snapshot was stored.")
+    if outcome.get("error") == "timeout":
+        if outcome.get("path"):
+            with contextlib.suppress(HeapsnapError):
+                await agent.call("remove", str(outcome["path"]))
+        raise CaptureTimeout(f"Process {pid} did not finish its snapshot within {timeout:g} s.")
+    if result.exit_code != 0 or "path" not in outcome:
+        raise CaptureError(
+            f"Waiting for the snapshot of process {pid} failed: "
+            + result.stderr.decode(errors="replace")[-300:]
+        )
+    return str(outcome["path"])

@@ -1,0 +1,99 @@
+"""A minimal Chrome DevTools Protocol client for Node's inspector.
+
+Node's inspector needs three things the websockets defaults get wrong: no pings (it
+drops the connection on a ping frame), no message size limit (Node 24+ sends 1 MiB
+chunks inside larger JSON messages), and an IP address in the Host header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from heapsnap.errors import InspectorUnreachable
+
+EventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class CdpClosed(Exception):
+    """The inspector connection closed before a command was answered."""
+
+
+class CdpCommandError(Exception):
+    pass
+
+
+class CdpSession:
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.on_event: EventHandler | None = None
+        self._reader = asyncio.create_task(self._read())
+        self.closed_error: BaseException | None = None
+
+    @classmethod
+    async def connect(cls, url: str) -> CdpSession:
+        try:
+            ws = await websockets.connect(url, ping_interval=None, max_size=None, open_timeout=10)
+        except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
+            raise InspectorUnreachable(f"Could not connect to the inspector at {url}: {error}") from error
+        return cls(ws)
+
+    async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.closed_error is not None:
+            raise CdpClosed(str(self.closed_error))
+        self._next_id += 1
+        ident = self._next_id
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        try:
+            await self._ws.send(json.dumps({"id": ident, "method": method, "params": params or {}}))
+        except websockets.exceptions.ConnectionClosed as error:
+            self._pending.pop(ident, None)
+            raise CdpClosed(str(error)) from error
+        return await future
+
+    async def evaluate(self, expression: str) -> Any:
+        reply = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in reply:
+            raise CdpCommandError(json.dumps(reply["exceptionDetails"])[:500])
+        return reply.get("result", {}).get("value")
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self._ws:
+                message = json.loads(raw)
+                if "id" in message:
+                    future = self._pending.pop(message["id"], None)
+                    if future is None or future.done():
+                        continue
+                    if "error" in message:
+                        future.set_exception(CdpCommandError(message["error"].get("message", str(message))))
+                    else:
+                        future.set_result(message.get("result", {}))
+                elif self.on_event is not None:
+                    await self.on_event(message.get("method", ""), message.get("params", {}))
+        except websockets.exceptions.ConnectionClosed as error:
+            self.closed_error = error
+        except Exception as error:  # a failing event handler ends the session
+            self.closed_error = error
+        finally:
+            if self.closed_error is None:
+                self.closed_error = CdpClosed("the inspector closed the connection")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(CdpClosed(str(self.closed_error)))
+            self._pending.clear()
+
+    async def close(self) -> None:
+        await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader

@@ -1,0 +1,163 @@
+"""Reaching a Node.js process's inspector: find an open one, or open it and close it after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from heapsnap.engine._agent import SIGUSR1_MASK, Agent, NodeProcessInfo
+from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
+from heapsnap.engine._types import Progress, ProgressCallback
+from heapsnap.errors import InspectorDisabled, InspectorPortTaken, InspectorUnreachable
+from heapsnap.transports.base import ProcessHost
+
+DEFAULT_PORT = 9229
+_ACTIVATION_WAIT = 10.0
+
+
+async def json_list(host: ProcessHost, port: int, wait: float = 2.0) -> list[dict[str, Any]] | None:
+    """GET /json/list on the target's ``port``; None when it is not an inspector."""
+    try:
+        async with host.connect_port(port) as (ip, local_port), asyncio.timeout(wait):
+            reader, writer = await asyncio.open_connection(ip, local_port)
+            try:
+                request = f"GET /json/list HTTP/1.1\r\nHost: {ip}:{local_port}\r\nConnection: close\r\n\r\n"
+                writer.write(request.encode())
+                await writer.drain()
+                # Node's inspector keeps the connection open: read exactly Content-Length.
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                body = await reader.readexactly(int(length.group(1))) if length else b""
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return None
+    if not re.match(rb"HTTP/1\.[01] 200 ", head):
+        return None
+    try:
+        targets = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(targets, list) or not any("webSocketDebuggerUrl" in t for t in targets):
+        return None
+    return targets
+
+
+def expected_port(info: NodeProcessInfo) -> int:
+    """The port SIGUSR1 opens: ``--inspect-port``/``--debug-port`` ([host:]port), else 9229."""
+    for name in ("--inspect-port", "--debug-port"):
+        value = info.flag(name)
+        if value:
+            match = re.search(r"(\d+)$", value)
+            if match:
+                return int(match.group(1))
+    return DEFAULT_PORT
+
+
+@dataclass
+class InspectorEndpoint:
+    port: int
+    path: str
+    opened_by_us: bool
+
+
+async def find_open(host: ProcessHost, info: NodeProcessInfo, preferred: int) -> InspectorEndpoint | None:
+    ports = sorted(info.listening, key=lambda p: (p != preferred, p != expected_port(info), p))
+    for port in ports:
+        targets = await json_list(host, port)
+        if targets:
+            url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
+            return InspectorEndpoint(port, _ws_path(url), opened_by_us=False)
+    return None
+
+
+def _ws_path(url: str) -> str:
+    match = re.match(r"wss?://[^/]+(/.*)$", url)
+    return match.group(1) if match else "/"
+
+
+def can_activate(info: NodeProcessInfo) -> bool:
+    return info.handles(SIGUSR1_MASK)
+
+
+def port_taken_message(port: int, host: ProcessHost) -> str:
+    return (
+        f"Port {port} on {host.description} is already in use by another process, so the target's "
+        "inspector could not start there (Node keeps running without one). Free the port, start the "
+        "target with --inspect-port=0 (or another free port), or use --method signal with "
+        "--heapsnapshot-signal=SIGUSR2."
+    )
+
+
+async def activate(
+    host: ProcessHost, agent: Agent, info: NodeProcessInfo, on_progress: ProgressCallback | None
+) -> InspectorEndpoint:
+    """Open the inspector with ``process._debugProcess(pid)`` and find its port."""
+    if not can_activate(info):
+        raise InspectorDisabled(
+            f"Process {info.pid} on {host.description} ignores SIGUSR1 (started with --disable-sigusr1 or "
+            "a SIGUSR1 handler of its own), so its inspector cannot be opened: restart it without "
+            "--disable-sigusr1, or with --heapsnapshot-signal=SIGUSR2 and use --method signal."
+        )
+    port = expected_port(info)
+    probe = await agent.probe(info.pid)
+    if port != 0 and port in probe.listening and port not in info.listening:
+        raise InspectorPortTaken(port_taken_message(port, host))
+    before = set(info.listening)
+    if on_progress is not None:
+        await on_progress(Progress("activating", message=f"opening the inspector of pid {info.pid}"))
+    await agent.call("activate", str(info.pid))
+    deadline = time.monotonic() + _ACTIVATION_WAIT
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        current = (await agent.probe(info.pid)).processes
+        if not current:
+            continue
+        for new_port in sorted(set(current[0].listening) - before, key=lambda p: p != port):
+            targets = await json_list(host, new_port)
+            if targets:
+                url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
+                return InspectorEndpoint(new_port, _ws_path(url), opened_by_us=True)
+    probe = await agent.probe(info.pid)
+    if port != 0 and port in probe.listening:
+        raise InspectorPortTaken(port_taken_message(port, host))
+    raise InspectorUnreachable(
+        f"Process {info.pid} on {host.description} did not open its inspector "
+        f"within {_ACTIVATION_WAIT:.0f} s of the activation signal; "
+        "check its stderr for 'Starting inspector ... failed'."
+    )
+
+
+@contextlib.asynccontextmanager
+async def session(host: ProcessHost, endpoint: InspectorEndpoint) -> AsyncIterator[CdpSession]:
+    """One CDP session; closed on exit, and the inspector too when heapsnap opened it."""
+    async with host.connect_port(endpoint.port) as (ip, port):
+        cdp = await CdpSession.connect(f"ws://{ip}:{port}{endpoint.path}")
+        try:
+            yield cdp
+        finally:
+            if endpoint.opened_by_us:
+                # Deferred: inspector teardown must not run inside this session's own dispatch.
+                with contextlib.suppress(CdpClosed, CdpCommandError, TimeoutError):
+                    async with asyncio.timeout(5):
+                        await cdp.evaluate("setTimeout(() => process._debugEnd(), 0), true")
+            await cdp.close()
+
+
+async def wait_closed(host: ProcessHost, agent: Agent, pid: int, port: int, wait: float = 5.0) -> bool:
+    """True once ``port`` is no longer an inspector of ``pid`` (or the process is gone)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        processes = (await agent.probe(pid)).processes
+        if not processes or port not in processes[0].listening:
+            return True
+        await asyncio.sleep(0.1)
+    return False

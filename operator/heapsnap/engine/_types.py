@@ -1,0 +1,85 @@
+"""The engine's public value types."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from heapsnap.analysis.stream import SnapshotSummary
+from heapsnap.sinks.base import Artifact
+
+Method = Literal["auto", "inspector", "signal"]
+PreflightMode = Literal["enforce", "warn", "skip"]
+
+
+@dataclass(frozen=True)
+class ProcessSelector:
+    """Which Node.js process to capture.
+
+    Neither field set means the main Node process: pid 1 if it is node, else the only
+    node process, else ``AmbiguousProcess``.
+    """
+
+    pid: int | None = None
+    command_contains: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How to capture.
+
+    ``available_bytes`` overrides the memory headroom the preflight measures (a limit
+    the probe cannot see, or tests).
+    """
+
+    method: Method = "auto"
+    inspector_port: int = 9229
+    preflight: PreflightMode = "enforce"
+    timeout_seconds: float | None = None
+    summary_top: int = 20
+    available_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a capture. Phases, in order: probing, preflight, activating,
+    signalling, generating (``percent``), transferring (``bytes_sent``), done."""
+
+    phase: str
+    percent: float | None = None
+    bytes_sent: int = 0
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+@dataclass
+class TargetInfo:
+    pid: int
+    node_version: str
+    command: str
+    method: Literal["inspector", "signal"]
+    inspector_opened: bool = False
+
+
+@dataclass
+class PreflightEstimate:
+    node_count: int
+    estimated_bytes: int
+    available_bytes: int | None
+    estimated_pause_seconds: float
+    source: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CaptureResult:
+    target: TargetInfo
+    artifact: Artifact
+    pause_seconds: float
+    transfer_seconds: float
+    total_seconds: float
+    summary: SnapshotSummary | None
+    preflight: PreflightEstimate | None
+    warnings: list[str] = field(default_factory=list)
