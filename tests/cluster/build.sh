@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds the control-plane binaries from the Go module proxy into
+# $HEAPSNAP_CACHE/cluster/<versions-key>/bin, once per machine. Prints the cache folder.
+# kube-apiserver, kube-controller-manager, kubectl and etcd come from this folder's go.mod
+# (k8s.io/kubernetes with its staging modules mapped to published versions); kwok and
+# helm are separate modules with their own dependency graphs, installed with GOBIN.
+# Each binary's cold build time goes to build-times.txt next to bin/.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=versions.sh
+source "$here/versions.sh"
+cache="${HEAPSNAP_CACHE:-$HOME/.cache/heapsnap}/cluster/$CLUSTER_VERSIONS_KEY"
+bin="$cache/bin"
+binaries=(kube-apiserver kube-controller-manager kubectl etcd kwok helm)
+
+complete() {
+  local name
+  for name in "${binaries[@]}"; do [ -x "$bin/$name" ] || return 1; done
+}
+
+if complete; then
+  echo "$cache"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "go is missing from PATH: install Go >= 1.26" >&2; exit 1; }
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+flags=(-trimpath "-ldflags=-s -w")
+mkdir -p "$bin"
+times="$cache/build-times.txt"
+: >"$times"
+
+timed() {
+  local name=$1 start=$SECONDS
+  shift
+  if [ -x "$bin/$name" ]; then return 0; fi
+  echo "building $name" >&2
+  "$@" >&2
+  echo "$name $((SECONDS - start))s" | tee -a "$times" >&2
+}
+
+build_here() {
+  local name=$1 pkg=$2
+  (cd "$here" && go build "${flags[@]}" -o "$bin/$name.tmp" "$pkg") && mv "$bin/$name.tmp" "$bin/$name"
+}
+
+install_module() {
+  local name=$1 pkg=$2 gobin="$cache/gobin.tmp"
+  rm -rf "$gobin" && mkdir -p "$gobin"
+  (cd "$cache" && GOBIN="$gobin" go install "${flags[@]}" "$pkg") && mv "$gobin/$name" "$bin/$name"
+  rm -rf "$gobin"
+}
+
+total=$SECONDS
+timed kube-apiserver build_here kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+timed kube-controller-manager build_here kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+timed kubectl build_here kubectl k8s.io/kubernetes/cmd/kubectl
+timed etcd build_here etcd go.etcd.io/etcd/server/v3
+timed kwok install_module kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+timed helm install_module helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+echo "total $((SECONDS - total))s" | tee -a "$times" >&2
+complete
+echo "$cache"
