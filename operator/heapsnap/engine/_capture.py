@@ -103,6 +103,13 @@ async def select_process(host: ProcessHost, selector: ProcessSelector) -> tuple[
     return agent, info
 
 
+async def _prepare(sink: Sink) -> None:
+    """Let a sink check its destination (bucket, credentials) before the target is touched."""
+    prepare = getattr(sink, "prepare", None)
+    if prepare is not None:
+        await prepare()
+
+
 @dataclass
 class _Stats:
     bytes_sent: int = 0
@@ -311,6 +318,7 @@ async def capture(
         async with _deadline(options.timeout_seconds):
             await _report(on_progress, Progress("probing"))
             agent, info = await select_process(host, selector)
+            await _prepare(sink)
             method = options.method
             endpoint: _inspector.InspectorEndpoint | None = None
             if method in ("auto", "inspector"):
@@ -372,7 +380,9 @@ async def capture_series(
             for index in range(count):
                 if index:
                     await asyncio.sleep(interval_seconds)
-                results.append(await _snapshot_to_sink(ctx, sink_factory(index), options, on_progress))
+                sink = sink_factory(index)
+                await _prepare(sink)
+                results.append(await _snapshot_to_sink(ctx, sink, options, on_progress))
         for result in results:
             result.warnings[:0] = ctx.warnings
     return results

@@ -46,6 +46,10 @@ class FileSink:
             self._file = os.fdopen(fd, "wb")
         return self._file
 
+    async def prepare(self) -> None:
+        """Create the temp file now, so a bad path fails before the target is touched."""
+        self._open()
+
     def _store(self, data: bytes) -> None:
         file = self._open()
         if self._compressor is not None:

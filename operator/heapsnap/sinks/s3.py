@@ -1,0 +1,315 @@
+"""An S3 sink: a multipart upload fed while the snapshot streams, with bounded memory.
+
+boto3 blocks, so every call runs in a thread; parts upload while chunks keep arriving,
+at most ``max_in_flight`` at a time, so heapsnap holds about
+``(max_in_flight + 1) * part_size`` bytes whatever the snapshot size. Any failure
+aborts the multipart upload: nothing is left in the bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from heapsnap.errors import BucketNotFound, InvalidInput, StorageAccessDenied, StorageError, UploadFailed
+from heapsnap.sinks.base import Artifact
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MiB = 1 << 20
+MIN_PART_SIZE = 5 * MiB
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "Forbidden",
+    "403",
+    "AllAccessDisabled",
+    "InvalidSecurity",
+}
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where and how to reach the bucket. Credentials left None use boto3's standard chain."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    force_path_style: bool = False
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    server_side_encryption: str | None = None
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``; the key may be empty."""
+    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
+    if not match:
+        raise InvalidInput(f"{uri!r} is not an S3 URI: write it as s3://bucket/prefix.")
+    return match.group(1), match.group(2)
+
+
+def make_client(config: S3Config) -> S3Client:
+    session = boto3.session.Session(
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        aws_session_token=config.session_token,
+        region_name=config.region,
+    )
+    client: S3Client = session.client(
+        "s3",
+        endpoint_url=config.endpoint_url,
+        config=botocore.config.Config(
+            s3={"addressing_style": "path" if config.force_path_style else "auto"},
+            retries={"max_attempts": 4, "mode": "standard"},
+            # Only where required: many S3-compatible servers reject the newer default checksums.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+    return client
+
+
+def storage_error(error: Exception, config: S3Config, key: str, action: str) -> StorageError:
+    """The heapsnap error for a boto3 failure, with what to fix."""
+    where = f"s3://{config.bucket}/{key}" + (f" at {config.endpoint_url}" if config.endpoint_url else "")
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket",):
+            return BucketNotFound(
+                f"Bucket {config.bucket!r} does not exist ({action} {where}): create it or fix the bucket."
+            )
+        if code in _DENIED:
+            return StorageAccessDenied(
+                f"S3 refused to {action} {where} ({code}): check the access key and secret (the credentials "
+                "secret, or the boto3 credential chain) and that they allow s3:PutObject and "
+                "s3:AbortMultipartUpload on this bucket and prefix."
+            )
+        return UploadFailed(f"S3 failed to {action} {where}: {code}: {error}")
+    if isinstance(error, botocore.exceptions.NoCredentialsError):
+        return StorageAccessDenied(
+            f"No S3 credentials found to {action} {where}: set a credentials secret, AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or an IAM role."
+        )
+    if isinstance(
+        error, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError
+    ):
+        return UploadFailed(f"Cannot reach S3 to {action} {where}: {error}; check the endpoint and network.")
+    return UploadFailed(f"S3 failed to {action} {where}: {error}")
+
+
+class S3Sink:
+    """Streams a snapshot into ``s3://bucket/key`` as a multipart upload."""
+
+    def __init__(
+        self,
+        config: S3Config,
+        key: str,
+        *,
+        gzip: bool = False,
+        part_size: int = 8 * MiB,
+        max_in_flight: int = 2,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise InvalidInput(f"part_size {part_size} is below S3's minimum of 5 MiB.")
+        if config.server_side_encryption not in (None, "AES256", "aws:kms"):
+            raise InvalidInput(
+                f"serverSideEncryption {config.server_side_encryption!r}: use AES256 or aws:kms."
+            )
+        self.config = config
+        self.key = key
+        self.gzip = gzip
+        self.part_size = part_size
+        self._client: S3Client | None = None
+        self._upload_id: str | None = None
+        self._buffer = bytearray()
+        self._parts: dict[int, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._stored = 0
+        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+        self._done = False
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.config.bucket}/{self.key}"
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"ContentType": "application/json"}
+        if self.gzip:
+            extra["ContentEncoding"] = "gzip"
+        if self.config.server_side_encryption:
+            extra["ServerSideEncryption"] = self.config.server_side_encryption
+        return extra
+
+    async def prepare(self) -> None:
+        """Start the multipart upload: bucket, credentials and permissions are checked
+        before the target is touched."""
+        if self._upload_id is not None:
+            return
+        try:
+            self._client = await asyncio.to_thread(make_client, self.config)
+            client = self._client
+            reply = await asyncio.to_thread(
+                lambda: client.create_multipart_upload(
+                    Bucket=self.config.bucket, Key=self.key, **self._extra()
+                )
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise storage_error(error, self.config, self.key, "start an upload to") from error
+        self._upload_id = reply["UploadId"]
+
+    async def write(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._compressor is not None:
+            data = self._compressor.compress(data)
+        self._digest.update(data)
+        self._stored += len(data)
+        self._buffer += data
+        if len(self._buffer) >= self.part_size:
+            await self._send_part()
+
+    async def _send_part(self) -> None:
+        await self.prepare()
+        for task in self._tasks:
+            if task.done() and task.exception() is not None:
+                await task
+        body, self._buffer = bytes(self._buffer), bytearray()
+        number = len(self._tasks) + 1
+        await self._slots.acquire()
+        self._tasks.append(asyncio.create_task(self._upload_part(number, body)))
+
+    async def _upload_part(self, number: int, body: bytes) -> None:
+        assert self._client is not None and self._upload_id is not None
+        client, upload_id = self._client, self._upload_id
+        try:
+            reply = await asyncio.to_thread(
+                lambda: client.upload_part(
+                    Bucket=self.config.bucket, Key=self.key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise storage_error(error, self.config, self.key, f"upload part {number} of") from error
+        finally:
+            self._slots.release()
+        self._parts[number] = reply["ETag"]
+
+    async def commit(self) -> Artifact:
+        try:
+            if self._compressor is not None:
+                tail = self._compressor.flush()
+                self._digest.update(tail)
+                self._stored += len(tail)
+                self._buffer += tail
+            if self._buffer or not self._tasks:
+                await self._send_part()
+            await asyncio.gather(*self._tasks)
+            assert self._client is not None and self._upload_id is not None
+            client, upload_id = self._client, self._upload_id
+            parts = [{"PartNumber": n, "ETag": self._parts[n]} for n in sorted(self._parts)]
+            try:
+                await asyncio.to_thread(
+                    lambda: client.complete_multipart_upload(
+                        Bucket=self.config.bucket,
+                        Key=self.key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    )
+                )
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+                raise storage_error(error, self.config, self.key, "complete the upload of") from error
+        except BaseException:
+            await self.abort()
+            raise
+        self._done = True
+        return Artifact(
+            uri=self.uri,
+            size_bytes=self._size,
+            compressed_bytes=self._stored if self.gzip else None,
+            sha256=self._digest.hexdigest(),
+        )
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._buffer = bytearray()
+        if self._upload_id is not None and self._client is not None:
+            client, upload_id = self._client, self._upload_id
+            with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                await asyncio.to_thread(
+                    lambda: client.abort_multipart_upload(
+                        Bucket=self.config.bucket, Key=self.key, UploadId=upload_id
+                    )
+                )
+
+
+async def abort_incomplete_uploads(config: S3Config, key: str) -> int:
+    """Abort every unfinished multipart upload of ``key`` (after a restart); returns how many."""
+
+    def run() -> int:
+        client = make_client(config)
+        aborted = 0
+        pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=config.bucket, Prefix=key)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload.get("Key") == key:
+                    client.abort_multipart_upload(Bucket=config.bucket, Key=key, UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
+    try:
+        return await asyncio.to_thread(run)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise storage_error(error, config, key, "abort unfinished uploads of") from error
+
+
+async def delete_object(config: S3Config, key: str) -> None:
+    def run() -> None:
+        make_client(config).delete_object(Bucket=config.bucket, Key=key)
+
+    try:
+        await asyncio.to_thread(run)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise storage_error(error, config, key, "delete") from error
+
+
+async def open_object(config: S3Config, key: str, *, chunk_size: int = MiB) -> AsyncIterator[bytes]:
+    """Download ``s3://bucket/key`` as a stream of chunks (the stored bytes, gzip or not)."""
+    try:
+        client = await asyncio.to_thread(make_client, config)
+        reply = await asyncio.to_thread(lambda: client.get_object(Bucket=config.bucket, Key=key))
+    except botocore.exceptions.ClientError as error:
+        if str(error.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+            raise InvalidInput(f"s3://{config.bucket}/{key} does not exist: check the key.") from error
+        raise storage_error(error, config, key, "download") from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise storage_error(error, config, key, "download") from error
+    body = reply["Body"]
+    try:
+        while chunk := await asyncio.to_thread(body.read, chunk_size):
+            yield chunk
+    finally:
+        body.close()

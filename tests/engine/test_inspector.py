@@ -1,0 +1,130 @@
+"""Inspector captures of real Node.js processes started with no flags, on 20, 22 and 24."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from heapsnap.engine import CaptureOptions, ProcessSelector, Progress, capture, capture_series
+from heapsnap.sinks.file import FileSink
+from heapsnap.transports.local import LocalHost
+from tests.engine.conftest import count_instances, listening_ports, load_snapshot, node_count
+from tests.support.nodeproc import LEAKY_APP, NodeProcess
+
+pytestmark = pytest.mark.timeout(300)
+StartNode = Callable[..., NodeProcess]
+
+
+@pytest.mark.parametrize("version", ["20", "22", "24"])
+async def test_capture_of_a_process_started_with_no_flags(
+    node_process: StartNode, tmp_path: Path, version: str
+) -> None:
+    app = node_process(LEAKY_APP, version=version)
+    phases: list[str] = []
+
+    async def on_progress(progress: Progress) -> None:
+        if not phases or phases[-1] != progress.phase:
+            phases.append(progress.phase)
+
+    out = tmp_path / "app.heapsnapshot"
+    result = await capture(
+        LocalHost(), FileSink(out), selector=ProcessSelector(pid=app.pid), on_progress=on_progress
+    )
+
+    snapshot = load_snapshot(out)
+    assert node_count(snapshot) == snapshot["snapshot"]["node_count"]
+    assert count_instances(snapshot, "LeakyThing") == 100_000
+    assert result.artifact.size_bytes == out.stat().st_size
+    assert result.target.method == "inspector" and result.target.inspector_opened
+    assert result.target.node_version.startswith(f"v{version}.")
+    assert phases == ["probing", "activating", "preflight", "generating", "transferring", "done"]
+    assert result.preflight is not None and result.preflight.node_count > 0
+    if result.summary is not None:
+        top = {stat.name: stat.count for stat in result.summary.top_by_count}
+        assert top.get("LeakyThing") == 100_000
+    # Left as found: still serving, the inspector heapsnap opened is closed again.
+    assert app.get("/") == "ok 100000"
+    assert await listening_ports(app.pid) == [app.port]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # noqa: ASYNC240
+
+
+@pytest.mark.parametrize("version", ["22", "24"])
+async def test_busy_javascript_does_not_defer_the_snapshot(
+    node_process: StartNode, tmp_path: Path, version: str
+) -> None:
+    stop = tmp_path / "stop"
+    busy_app = LEAKY_APP.replace(
+        "if (req.url === '/busy') {",
+        f"if (req.url === '/spin') {{ while (!require('fs').existsSync({str(stop)!r})) {{}} }}"
+        "\n  if (req.url === '/busy') {",
+    )
+    app = node_process(busy_app, version=version, env={"LEAKY_COUNT": "1000"}, args=["--inspect-port=0"])
+    spin = threading.Thread(target=app.get, args=("/spin",))
+    spin.start()
+    try:
+        # Node 22+ would wait for the loop to end (never, here) without a debugger pause first.
+        result = await capture(
+            LocalHost(),
+            FileSink(tmp_path / "busy.heapsnapshot"),
+            selector=ProcessSelector(pid=app.pid),
+            options=CaptureOptions(timeout_seconds=120),
+        )
+        assert spin.is_alive()
+    finally:
+        stop.touch()
+        spin.join(timeout=60)
+    assert node_count(load_snapshot(tmp_path / "busy.heapsnapshot")) > 0
+    assert result.target.inspector_opened
+    assert app.get("/") == "ok 1000"
+
+
+async def test_an_inspector_already_open_is_used_and_left_open(
+    node_process: StartNode, tmp_path: Path
+) -> None:
+    app = node_process(LEAKY_APP, args=["--inspect=127.0.0.1:0"], env={"LEAKY_COUNT": "1000"})
+    before = await listening_ports(app.pid)
+    result = await capture(
+        LocalHost(), FileSink(tmp_path / "open.heapsnapshot"), selector=ProcessSelector(pid=app.pid)
+    )
+    assert not result.target.inspector_opened
+    assert await listening_ports(app.pid) == before
+    assert len(before) == 2
+    assert app.get("/") == "ok 1000"
+
+
+async def test_series_keeps_node_ids_comparable(node_process: StartNode, tmp_path: Path) -> None:
+    app = node_process(LEAKY_APP, version="24", args=["--inspect-port=0"], env={"LEAKY_COUNT": "1000"})
+    paths = [tmp_path / f"s{i}.heapsnapshot" for i in range(2)]
+    results = await capture_series(
+        LocalHost(),
+        lambda i: FileSink(paths[i]),
+        count=2,
+        interval_seconds=0,
+        selector=ProcessSelector(pid=app.pid),
+    )
+    assert len(results) == 2
+    ids = []
+    for path in paths:
+        snapshot = load_snapshot(path)
+        fields = snapshot["snapshot"]["meta"]["node_fields"]
+        width, at = len(fields), fields.index("id")
+        ids.append(set(snapshot["nodes"][at::width]))
+    # One session: most objects keep their ids between the two snapshots.
+    assert len(ids[0] & ids[1]) > 0.9 * len(ids[0])
+    assert await listening_ports(app.pid) == [app.port]
+
+
+async def test_gzip_file(node_process: StartNode, tmp_path: Path) -> None:
+    import hashlib
+
+    app = node_process(LEAKY_APP, args=["--inspect-port=0"], env={"LEAKY_COUNT": "1000"})
+    out = tmp_path / "app.heapsnapshot.gz"
+    result = await capture(LocalHost(), FileSink(out, gzip=True), selector=ProcessSelector(pid=app.pid))
+    stored = out.read_bytes()
+    assert stored[:2] == b"\x1f\x8b"
+    assert result.artifact.sha256 == hashlib.sha256(stored).hexdigest()
+    assert result.artifact.compressed_bytes == len(stored) < result.artifact.size_bytes
+    assert node_count(load_snapshot(out)) > 0
