@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from heapsnap.analysis.layout import NodeLayout, class_name
-from heapsnap.analysis.tokenizer import IntArray, SnapshotTokenizer
+from heapsnap.analysis.tokenizer import IntArray, SnapshotTokenizer, StringRun
 from heapsnap.errors import SnapshotFormatError
 
 __all__ = ["ConstructorStat", "SnapshotSummary", "StreamingSummary"]
@@ -133,11 +133,11 @@ class StreamingSummary:
         if section == "edges":
             self._edge_values += n
 
-    def strings(self, first_index: int, values: list[str]) -> None:
-        self._string_count = first_index + len(values)
-        wanted = self._keys[(self._keys >= first_index) & (self._keys < first_index + len(values))]
+    def strings(self, first_index: int, run: StringRun) -> None:
+        self._string_count = first_index + len(run)
+        wanted = self._keys[(self._keys >= first_index) & (self._keys < self._string_count)]
         for index in wanted.tolist():
-            self._names[index] = values[index - first_index]
+            self._names[index] = run.get(index - first_index)
 
     def end_section(self, section: str) -> None:
         del section

@@ -3,7 +3,8 @@
 A snapshot is one JSON object whose big members are flat integer arrays (``nodes``,
 ``edges``, ``locations``...) followed by ``strings``. The numbers are parsed with numpy
 a chunk at a time, carrying a token cut by the chunk boundary over to the next chunk;
-strings are decoded by the C ``json`` module a run of complete strings at a time.
+strings are handed out as runs of raw (still escaped) complete strings, decoded only
+when a consumer asks for one.
 Memory stays at one chunk plus one partial token, whatever the snapshot's size.
 
 Both consumers, the streaming summary and the full reader, receive the pieces through
@@ -13,6 +14,7 @@ the :class:`SnapshotVisitor` protocol, so there is only one parser.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,9 +22,20 @@ import numpy.typing as npt
 
 from heapsnap.errors import SnapshotFormatError
 
-__all__ = ["INT_SECTIONS", "SnapshotTokenizer", "SnapshotVisitor", "parse_ints"]
+__all__ = [
+    "INT_SECTIONS",
+    "IntArray",
+    "IntParser",
+    "SnapshotTokenizer",
+    "SnapshotVisitor",
+    "StringRun",
+    "decode_string",
+    "parse_ints",
+]
 
 IntArray = npt.NDArray[np.int64]
+#: Parses whole numbers of one member; :func:`parse_ints` or the reader's compiled loop.
+IntParser = Callable[[bytes | memoryview, str], IntArray]
 
 #: Members that are flat arrays of non-negative integers.
 INT_SECTIONS = frozenset({"nodes", "edges", "locations", "samples", "trace_function_infos"})
@@ -32,12 +45,49 @@ _NESTED_SECTIONS = frozenset({"trace_tree"})
 _MAX_SMALL_VALUE = 64 * 1024 * 1024
 
 _WHITESPACE = b" \t\r\n"
+_STRING_GAP_CLASS = np.zeros(256, dtype=bool)
+_STRING_GAP_CLASS[list(b", \t\r\n")] = True
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
 # Byte classes in a numeric array: 1 digit, 2 separator, 0 anything else.
 _NUM_CLASS = np.zeros(256, dtype=np.uint8)
 _NUM_CLASS[ord("0") : ord("9") + 1] = 1
 for _sep in b", \t\r\n":
     _NUM_CLASS[_sep] = 2
+
+
+def decode_string(raw: bytes) -> str:
+    """One JSON string's text from its bytes between the quotes."""
+    if b"\\" not in raw:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    try:
+        value = json.loads(b'"' + raw + b'"')
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SnapshotFormatError(
+            f"heap snapshot string {raw[:40]!r} is not a valid JSON string: the file is corrupt"
+        ) from None
+    if not isinstance(value, str):  # pragma: no cover - json.loads of a quoted text is a str
+        raise SnapshotFormatError("heap snapshot string is not a string: the file is corrupt")
+    return value
+
+
+class StringRun:
+    """Complete strings from one chunk: ``data[starts[i]:ends[i]]`` is string ``i``, escaped."""
+
+    __slots__ = ("data", "ends", "starts")
+
+    def __init__(self, data: bytes, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> None:
+        self.data = data
+        self.starts = starts
+        self.ends = ends
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    def get(self, i: int) -> str:
+        return decode_string(self.data[int(self.starts[i]) : int(self.ends[i])])
 
 
 class SnapshotVisitor(Protocol):
@@ -55,7 +105,7 @@ class SnapshotVisitor(Protocol):
     def count(self, section: str, n: int) -> None:
         """The next ``n`` numbers of a section the visitor did not want values of."""
 
-    def strings(self, first_index: int, values: list[str]) -> None:
+    def strings(self, first_index: int, run: StringRun) -> None:
         """The next complete strings of ``strings``, the first being at ``first_index``."""
 
     def end_section(self, section: str) -> None:
@@ -111,24 +161,30 @@ def _count_ints(data: bytes | memoryview, section: str) -> int:
 def _unescaped_quotes(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
     """Positions of ``"`` not escaped by an odd run of backslashes."""
     quotes = np.flatnonzero(raw == ord('"'))
-    if quotes.size == 0:
+    suspect = quotes[(quotes > 0) & (raw[np.maximum(quotes - 1, 0)] == ord("\\"))]
+    if suspect.size == 0:
         return quotes
-    backslash = raw == ord("\\")
-    if not backslash.any():
-        return quotes
-    total = np.cumsum(backslash, dtype=np.int64)
-    last_reset = np.maximum.accumulate(np.where(backslash, 0, total))
-    before = quotes - 1
-    run = np.where(before >= 0, total[before] - last_reset[before], 0)
-    kept: npt.NDArray[np.intp] = quotes[run % 2 == 0]
+    # Only quotes right after a backslash need their backslash run counted.
+    run = np.zeros(suspect.size, dtype=np.int64)
+    active = np.ones(suspect.size, dtype=bool)
+    step = 1
+    while active.any():
+        at = suspect - step
+        active &= at >= 0
+        active[active] = raw[at[active]] == ord("\\")
+        run += active
+        step += 1
+    escaped = suspect[run % 2 == 1]
+    kept: npt.NDArray[np.intp] = np.setdiff1d(quotes, escaped, assume_unique=True)
     return kept
 
 
 class SnapshotTokenizer:
     """Feeds a :class:`SnapshotVisitor` from bytes of a heap snapshot split anywhere."""
 
-    def __init__(self, visitor: SnapshotVisitor) -> None:
+    def __init__(self, visitor: SnapshotVisitor, int_parser: IntParser | None = None) -> None:
         self._visitor = visitor
+        self._parse = int_parser or parse_ints
         self._pending = b""
         self._state = "start"
         self._section = ""
@@ -256,7 +312,7 @@ class SnapshotTokenizer:
     def _emit_ints(self, view: memoryview) -> None:
         section = self._section
         if self._visitor.wants_values(section):
-            values = parse_ints(view, section)
+            values = self._parse(view, section)
             if values.size:
                 self._visitor.ints(section, values)
         else:
@@ -286,43 +342,35 @@ class SnapshotTokenizer:
         if end >= 0:
             quotes = quotes[quotes < end]
         complete = quotes.size - quotes.size % 2
-        cursor = 0
+        stop = end if end >= 0 else int(quotes[complete]) if quotes.size > complete else raw.size
+        self._check_between_strings(raw[:stop], quotes[:complete])
         if complete:
-            first, last = int(quotes[0]), int(quotes[complete - 1])
-            self._check_separators(data, pos + cursor, pos + first)
-            self._decode_strings(data[pos + first : pos + last + 1])
-            cursor = last + 1
+            first, last = int(quotes[0]), int(quotes[complete - 1]) + 1
+            starts = quotes[0:complete:2].astype(np.int64) + (1 - first)
+            ends = quotes[1:complete:2].astype(np.int64) - first
+            run = StringRun(data[pos + first : pos + last], starts, ends)
+            self._visitor.strings(self._string_index, run)
+            self._string_index += len(run)
         if end >= 0:
-            self._check_separators(data, pos + cursor, pos + end)
             self._visitor.end_section("strings")
             self._state = "key"
             return pos + end + 1
-        if quotes.size > complete:
+        if stop < raw.size:
             # A string continues in the next chunk: carry it over from its opening quote.
-            open_at = int(quotes[complete])
-            self._check_separators(data, pos + cursor, pos + open_at)
-            return pos + open_at if open_at > 0 else None
-        self._check_separators(data, pos + cursor, len(data))
+            return pos + stop if stop > 0 else None
         return len(data)
 
-    def _decode_strings(self, text: bytes) -> None:
-        try:
-            values = json.loads(b"[" + text + b"]")
-        except json.JSONDecodeError as error:
-            raise SnapshotFormatError(
-                f"heap snapshot member 'strings' is not a JSON array of strings ({error.msg}): "
-                "the file is corrupt; take the snapshot again"
-            ) from None
-        except UnicodeDecodeError:
-            raise SnapshotFormatError(
-                "heap snapshot member 'strings' is not valid UTF-8: the file is corrupt"
-            ) from None
-        self._visitor.strings(self._string_index, values)
-        self._string_index += len(values)
-
-    def _check_separators(self, data: bytes, start: int, stop: int) -> None:
-        gap = data[start:stop].strip(_WHITESPACE)
-        if gap not in (b"", b","):
+    def _check_between_strings(self, raw: npt.NDArray[np.uint8], quotes: npt.NDArray[np.intp]) -> None:
+        """Outside the strings there may only be commas and whitespace."""
+        starts = np.concatenate(([0], quotes[1::2] + 1))
+        ends = np.concatenate((quotes[0::2], [raw.size]))
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return
+        offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+        gaps = raw[np.arange(total) + offsets]
+        if not bool(_STRING_GAP_CLASS[gaps].all()):
             raise SnapshotFormatError(
                 "heap snapshot member 'strings' holds something other than strings: "
                 "the file is corrupt; take the snapshot again"
