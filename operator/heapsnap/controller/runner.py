@@ -1,0 +1,76 @@
+"""The operator's main loop: health endpoint, Lease, kopf and the TTL sweep together.
+
+Serves ``/healthz`` at once, waits for the Lease when leader election is on, then runs
+kopf in-process with the TTL sweep beside it. Losing the Lease stops everything (exit
+code 1), so the pod restarts as a follower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import kopf
+
+from heapsnap.controller import handlers
+from heapsnap.controller.backends import RealBackends
+from heapsnap.controller.capture import Limits
+from heapsnap.controller.health import serve_health
+from heapsnap.controller.leader import LeaderElector
+from heapsnap.controller.settings import Settings
+from heapsnap.controller.ttl import sweep_forever
+from heapsnap.k8s.api import connect
+from heapsnap.k8s.objects import Cluster
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT); return the exit code."""
+    assert handlers.capture_snapshot is not None  # importing handlers registers them with kopf
+    stop = stop or asyncio.Event()
+    api = connect()
+    memo = kopf.Memo(
+        cluster=Cluster(api),
+        backends=RealBackends(api),
+        limits=Limits(max_concurrent=settings.max_concurrent_captures),
+        settings=settings,
+    )
+    elector = (
+        LeaderElector(api, settings.lease_name, settings.lease_namespace, settings.identity)
+        if settings.leader_election
+        else None
+    )
+    async with serve_health(settings.health_port):
+        if elector is not None:
+            acquired = asyncio.ensure_future(elector.acquire())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({acquired, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquired.done():
+                acquired.cancel()
+                return 0
+            stopped.cancel()
+        operator = asyncio.ensure_future(
+            kopf.operator(
+                registry=kopf.get_default_registry(),
+                clusterwide=settings.clusterwide,
+                namespaces=settings.namespaces,
+                standalone=True,
+                memo=memo,
+                stop_flag=stop,
+            )
+        )
+        sweeper = asyncio.ensure_future(sweep_forever(api, settings.namespaces))
+        keeper = asyncio.ensure_future(elector.keep()) if elector is not None else None
+        watched = {operator} | ({keeper} if keeper is not None else set())
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        lost = keeper is not None and keeper.done()
+        stop.set()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await operator
+        for task in (sweeper, keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if elector is not None and not lost:
+            await elector.release()
+        return 1 if lost else 0
