@@ -148,7 +148,8 @@ class Agent:
         result = await self.run(*args)
         lines = result.stdout.decode(errors="replace").strip().splitlines()
         reply: dict[str, Any] = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-        if result.exit_code == _EXIT_GONE or reply.get("error") == "gone":
+        vanished = result.exit_code == 127 and self.node.startswith("/proc/")
+        if result.exit_code == _EXIT_GONE or reply.get("error") == "gone" or vanished:
             raise TargetExited(f"The target process on {self.host.description} exited.")
         if result.exit_code != 0 or not reply:
             detail = result.stderr.decode(errors="replace").strip()[-500:]

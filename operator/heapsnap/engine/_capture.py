@@ -95,7 +95,9 @@ async def select_process(host: ProcessHost, selector: ProcessSelector) -> tuple[
                 "or by a command-line substring."
             )
         info = candidates[0]
-    own = f"/proc/{info.pid}/exe"
+    # The target's own binary by its path: /proc/PID/exe vanishes with the process, and
+    # heapsnap still needs node afterwards to clean up and to explain what happened.
+    own = info.exe if info.exe and not info.exe.endswith(" (deleted)") else f"/proc/{info.pid}/exe"
     if agent.node != own:
         result = await host.run([own, "--version"], timeout=15)
         if result.exit_code == 0:

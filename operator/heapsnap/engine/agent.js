@@ -120,7 +120,7 @@ function probe(args) {
   const pids = wanted !== null ? [wanted] : fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
   const processes = [];
   for (const pid of pids) {
-    if (pid === self || pid === process.ppid) continue;
+    if (pid === self || pid === process.ppid || !alive(pid)) continue;
     if (wanted === null) {
       let exe = null;
       try { exe = fs.readlinkSync(`/proc/${pid}/exe`); } catch (e) { /* kernel thread or no permission */ }
@@ -203,7 +203,10 @@ function signalWait(args) {
     const size = file === null ? 0 : (() => { try { return fs.statSync(file).size; } catch (e) { return 0; } })();
     if (size !== lastSize) { out({ size }); lastSize = size; }
     if (!alive(pid)) {
-      if (file !== null) try { fs.unlinkSync(file); } catch (e) { /* already gone */ }
+      // A partial snapshot is useless: remove whatever the dead process started writing.
+      for (const name of snapshotFiles(dir, pid).filter((n) => !before.has(n))) {
+        try { fs.unlinkSync(path.join(dir, name)); } catch (e) { /* already gone */ }
+      }
       out({ error: 'gone' });
       process.exit(3);
     }
