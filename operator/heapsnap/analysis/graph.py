@@ -86,7 +86,8 @@ class ShortestPaths:
         while True:
             edge = int(self.parent_edge[current])
             label = snapshot.edge_label(edge) if edge >= 0 else ""
-            steps.append(PathStep(current, int(snapshot.node_id[current]), snapshot.class_of(current), label))
+            name = "(root)" if current == snapshot.root else snapshot.class_of(current)
+            steps.append(PathStep(current, int(snapshot.node_id[current]), name, label))
             if edge < 0 or len(steps) >= limit:
                 break
             current = int(np.searchsorted(snapshot.first_edge, edge, side="right")) - 1
@@ -111,6 +112,14 @@ def shortest_paths(snapshot: HeapSnapshot) -> ShortestPaths:
     distance[root] = 0
     _kernels.bfs(first_edge, edge_to, edge_type, user_roots.astype(np.uint32), weak, distance, parent, 1)
     distance[root] = -1
-    _kernels.bfs(first_edge, edge_to, edge_type, np.array([root], dtype=np.uint32), weak, distance, parent,
-                 SYSTEM_DISTANCE if user_roots.size else 0)  # fmt: skip
+    _kernels.bfs(
+        first_edge,
+        edge_to,
+        edge_type,
+        np.array([root], dtype=np.uint32),
+        weak,
+        distance,
+        parent,
+        SYSTEM_DISTANCE if user_roots.size else 0,
+    )
     return ShortestPaths(distance=distance, parent_edge=parent)

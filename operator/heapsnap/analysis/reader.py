@@ -324,9 +324,17 @@ class SnapshotReader:
         columns.reserve(columns.row + -(-(columns.phase + values.size) // layout.field_count))
         a = columns.arrays
         row, phase, error = self._kernels.scatter_nodes(
-            values, columns.phase, columns.row, self._node_fields,
-            a["type"], a["name"], a["id"], a["self_size"], a["edge_count"], len(layout.node_types),
-        )  # fmt: skip
+            values,
+            columns.phase,
+            columns.row,
+            self._node_fields,
+            a["type"],
+            a["name"],
+            a["id"],
+            a["self_size"],
+            a["edge_count"],
+            len(layout.node_types),
+        )
         if error == 1:
             raise SnapshotFormatError(
                 f"heap snapshot node {row} has a type beyond the {len(layout.node_types)} types of "
@@ -344,9 +352,16 @@ class SnapshotReader:
         a = columns.arrays
         limit = self._header.get("node_count")
         row, phase, error = self._kernels.scatter_edges(
-            values, columns.phase, columns.row, self._edge_fields, layout.field_count,
-            limit if isinstance(limit, int) else 2**32, a["type"], a["name_or_index"], a["to_node"],
-        )  # fmt: skip
+            values,
+            columns.phase,
+            columns.row,
+            self._edge_fields,
+            layout.field_count,
+            limit if isinstance(limit, int) else 2**32,
+            a["type"],
+            a["name_or_index"],
+            a["to_node"],
+        )
         if error:
             where = "between two nodes" if error == 1 else "past the last node"
             raise SnapshotFormatError(f"heap snapshot edge {row} points {where}: the file is corrupt")

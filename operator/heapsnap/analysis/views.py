@@ -417,9 +417,11 @@ def find_leaks(
         )
     suspects.sort(key=lambda s: (-s.retained_size, -s.count, s.name))
     return LeakReport(
-        baseline_count=baseline.node_count, target_new=int(new_ids.size), leaked=int(reachable.size),
+        baseline_count=baseline.node_count,
+        target_new=int(new_ids.size),
+        leaked=int(reachable.size),
         suspects=suspects,
-    )  # fmt: skip
+    )
 
 
 # Retainers
