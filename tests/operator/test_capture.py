@@ -42,7 +42,11 @@ def make_pod(name: str = "api-0", uid: str = "pod-uid", containers: tuple[str, .
 class FakeCluster:
     pods: dict[str, Any] = field(default_factory=lambda: {"api-0": make_pod()})
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     patches: list[dict[str, Any]] = field(default_factory=list)
+
+    async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.snapshots.get(name)
 
     async def find_pod(self, namespace: str, target: TargetSpec) -> Any:
         pod = self.pods.get(target.pod_name or "")
@@ -73,6 +77,8 @@ class FakeBackends:
     aborted: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     credentials: list[Mapping[str, str]] = field(default_factory=list)
+    analyses: list[Mapping[str, Any]] = field(default_factory=list)
+    analysis_error: HeapsnapError | None = None
 
     def host(self, namespace: str, target: ResolvedTarget) -> Any:
         return target
@@ -96,6 +102,29 @@ class FakeBackends:
         self.captures += 1
         assert self.behaviour is not None
         return await self.behaviour(on_progress)
+
+    async def capture_series(
+        self, host: Any, sinks: Any, spec: HeapSnapshotSpec, on_progress: Callable[[Any], Awaitable[None]]
+    ) -> list[Any]:
+        results = []
+        for key in sinks:
+            result = await self.capture(host, key, spec, on_progress)
+            result.artifact = SimpleNamespace(**{**vars(result.artifact), "uri": f"s3://b/{key}"})
+            results.append(result)
+        return results
+
+    async def analyze(
+        self, spec: HeapSnapshotSpec, credentials: Mapping[str, str], request: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self.analyses.append(dict(request))
+        if self.analysis_error is not None:
+            raise self.analysis_error
+        found: dict[str, Any] = {}
+        if "compare" in request:
+            found["comparison"] = {"method": "ids", "classes": [{"name": "LeakyThing", "countDelta": 5}]}
+        if "leaks" in request:
+            found["leakSuspects"] = {"suspects": [{"name": "LeakyThing", "count": 5}]}
+        return found
 
 
 def progress(phase: str, **kw: Any) -> Any:
@@ -198,9 +227,9 @@ async def test_finished_resource_is_left_alone() -> None:
 @pytest.mark.parametrize("step", ["activating", "signalling", "generating", "transferring"])
 async def test_restart_after_side_effects_fails_without_capturing_again(step: str) -> None:
     cluster, backends = FakeCluster(), FakeBackends(succeed())
-    events = await run(body(status={"step": step, "key": "shop/k.gz"}), cluster, backends)
+    events = await run(body(status={"step": step}), cluster, backends)
     assert backends.captures == 0
-    assert backends.aborted == ["shop/k.gz"]
+    assert backends.aborted == ["shop/snap-uid-snap.heapsnapshot.gz"]
     assert cluster.status["phase"] == "Failed"
     assert cluster.status["failure"]["reason"] == "OperatorRestarted"
     assert events.items[-1][:2] == ("Warning", "OperatorRestarted")
@@ -297,3 +326,52 @@ async def test_one_capture_per_pod_and_a_global_limit() -> None:
     assert running[1] <= 2 and limits.peak <= 2
     waits = [c for p in cluster.patches for c in p.get("conditions", []) if c["reason"] == "Waiting"]
     assert waits, "waiting resources say so in their Ready condition"
+
+
+async def test_series_stores_every_snapshot_and_analyses_them() -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    events = await run(body(method="inspector", series={"count": 3, "intervalSeconds": 0}), cluster, backends)
+    status = cluster.status
+    assert status["phase"] == "Succeeded"
+    keys = [f"shop/snap-uid-snap-{i}.heapsnapshot.gz" for i in (1, 2, 3)]
+    assert [a["uri"] for a in status["artifacts"]] == [f"s3://b/{k}" for k in keys]
+    assert status["artifact"]["uri"] == f"s3://b/{keys[-1]}"
+    uris = [f"s3://b/{k}" for k in keys]
+    assert backends.analyses == [{"compare": [uris[0], uris[2]], "leaks": uris}]
+    assert status["leakSuspects"]["suspects"][0]["name"] == "LeakyThing"
+    analyzed = next(c for c in status["conditions"] if c["type"] == "Analyzed")
+    assert analyzed["status"] == "True" and "LeakyThing" in analyzed["message"]
+    assert ("Normal", "Analyzed") in [e[:2] for e in events.items]
+
+
+async def test_series_interrupted_by_a_restart_removes_every_snapshot() -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    b = body(method="inspector", series={"count": 2}, status={"step": "generating"})
+    await run(b, cluster, backends)
+    keys = [f"shop/snap-uid-snap-{i}.heapsnapshot.gz" for i in (1, 2)]
+    assert backends.aborted == keys and backends.deleted == keys
+    assert cluster.status["failure"]["reason"] == "OperatorRestarted"
+
+
+async def test_compare_to_a_succeeded_snapshot() -> None:
+    base = {"status": {"phase": "Succeeded", "artifact": {"uri": "s3://b/base"}}}
+    cluster, backends = FakeCluster(snapshots={"base": base}), FakeBackends(succeed())
+    await run(body(compareTo="base"), cluster, backends)
+    assert backends.analyses == [{"compare": ["s3://b/base", "s3://b/k"]}]
+    assert cluster.status["comparison"]["method"] == "ids"
+
+
+@pytest.mark.parametrize(
+    ("snapshots", "reason"),
+    [({}, "BaselineNotFound"), ({"base": {"status": {"phase": "Failed"}}}, "BaselineNotReady")],
+)
+async def test_compare_to_problems_leave_the_capture_succeeded(
+    snapshots: dict[str, Any], reason: str
+) -> None:
+    cluster, backends = FakeCluster(snapshots=snapshots), FakeBackends(succeed())
+    events = await run(body(compareTo="base"), cluster, backends)
+    assert cluster.status["phase"] == "Succeeded"
+    analyzed = next(c for c in cluster.status["conditions"] if c["type"] == "Analyzed")
+    assert (analyzed["status"], analyzed["reason"]) == ("False", reason)
+    assert "spec.compareTo" in analyzed["message"]
+    assert events.items[-1][:2] == ("Warning", reason)

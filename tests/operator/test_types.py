@@ -56,6 +56,9 @@ def test_defaults() -> None:
         (with_("compression", "zstd"), "spec.compression"),
         (with_("deletionPolicy", "Orphan"), "spec.deletionPolicy"),
         (with_("timeoutSeconds", 0), "spec.timeoutSeconds"),
+        (with_("series", {"count": 1}), "spec.series.count"),
+        (with_("series", {"intervalSeconds": 5}), "spec.series.count"),
+        ({**with_("series", {"count": 3}), "method": "signal"}, "spec.series"),
     ],
 )
 def test_bad_spec_names_the_field(spec: dict[str, Any], field: str) -> None:

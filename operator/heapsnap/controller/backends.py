@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from heapsnap.controller.capture import maybe_await
-from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture
+from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture, capture_series
+from heapsnap.errors import HeapsnapError
 from heapsnap.k8s.api import ApiConnection
 from heapsnap.k8s.objects import ResolvedTarget
 from heapsnap.k8s.podhost import PodHost
@@ -72,6 +76,74 @@ class RealBackends:
         return await capture(
             host, sink, selector=selector, options=capture_options(spec), on_progress=on_progress
         )
+
+    async def capture_series(
+        self,
+        host: PodHost,
+        sinks: Sequence[s3.S3Sink],
+        spec: HeapSnapshotSpec,
+        on_progress: Callable[[Any], Awaitable[None]],
+    ) -> list[CaptureResult]:
+        assert spec.series is not None
+        for sink in sinks:
+            await sink.prepare()
+        selector = ProcessSelector(pid=spec.target.pid, command_contains=spec.target.command_contains)
+        return await capture_series(
+            host,
+            lambda index: sinks[index],
+            count=spec.series.count,
+            interval_seconds=float(spec.series.interval_seconds),
+            selector=selector,
+            options=capture_options(spec),
+            on_progress=on_progress,
+        )
+
+    async def analyze(
+        self, spec: HeapSnapshotSpec, credentials: Mapping[str, str], request: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await run_analysis_job(spec, credentials, request)
+
+
+async def run_analysis_job(
+    spec: HeapSnapshotSpec, credentials: Mapping[str, str], request: Mapping[str, Any], limit: float = 600
+) -> dict[str, Any]:
+    """Run ``analysis_job`` in a child process: its memory is the snapshot's, not the operator's."""
+    payload = {
+        "endpoint": spec.s3.endpoint,
+        "region": spec.s3.region,
+        "pathStyle": spec.s3.force_path_style,
+        **request,
+    }
+    env = {**os.environ, **{k: v for k, v in credentials.items() if v}}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "heapsnap.controller.analysis_job",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        async with asyncio.timeout(limit):
+            out, err = await process.communicate(json.dumps(payload).encode())
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise HeapsnapError(
+            f"The analysis took longer than {limit:g} s; run heapsnap diff/leaks on the artifacts.",
+            reason="AnalysisTimeout",
+        ) from None
+    try:
+        result: dict[str, Any] = json.loads(out or b"{}")
+    except json.JSONDecodeError:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise HeapsnapError(f"The analysis failed: {tail[0]}", reason="AnalysisFailed") from None
+    if "error" in result:
+        raise HeapsnapError(result["error"]["message"], reason=result["error"]["reason"])
+    if process.returncode:
+        raise HeapsnapError(f"The analysis exited with {process.returncode}.", reason="AnalysisFailed")
+    return result
 
 
 async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:

@@ -14,14 +14,14 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from heapsnap.errors import CaptureTimeout, HeapsnapError, PodError
 from heapsnap.k8s import conditions as c
 from heapsnap.k8s.objects import ResolvedTarget, ResourceGone, resolve
-from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec, object_key, parse_spec
+from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec, object_keys, parse_spec
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,14 @@ logger = logging.getLogger(__name__)
 SIDE_EFFECT_STEPS = frozenset({"activating", "signalling", "generating", "transferring", "done"})
 _PROGRESS_INTERVAL = 1.0
 _POD_POLL_SECONDS = 2.0
+# Above this the operator leaves comparison and leak analysis to ``heapsnap diff/leaks``.
+ANALYSIS_MAX_BYTES = 1 << 30
 
 
 class ClusterOps(Protocol):
     async def find_pod(self, namespace: str, target: TargetSpec) -> Any: ...
+
+    async def read_snapshot(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
     async def read_pod(self, namespace: str, name: str) -> Any | None: ...
 
@@ -61,6 +65,18 @@ class Backends(Protocol):
     async def capture(
         self, host: Any, sink: Any, spec: HeapSnapshotSpec, on_progress: Callable[[Any], Awaitable[None]]
     ) -> Any: ...
+
+    async def capture_series(
+        self,
+        host: Any,
+        sinks: Sequence[Any],
+        spec: HeapSnapshotSpec,
+        on_progress: Callable[[Any], Awaitable[None]],
+    ) -> list[Any]: ...
+
+    async def analyze(
+        self, spec: HeapSnapshotSpec, credentials: Mapping[str, str], request: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
 
 
 async def maybe_await(value: Any) -> Any:
@@ -143,6 +159,7 @@ class CaptureRun:
         self.recorder = recorder
         self.limits = limits
         self._last_progress = 0.0
+        self._credentials: dict[str, str] = {}
 
     # -- status --------------------------------------------------------------------
 
@@ -189,14 +206,16 @@ class CaptureRun:
             pod = await self.cluster.find_pod(self.namespace, spec.target)
             target = resolve(pod, spec.target)
             config = await self._storage(spec)
-            key = object_key(spec.s3, self.namespace, self.name, self.uid, gzip=spec.compression == "gzip")
+            keys = object_keys(spec, self.namespace, self.name, self.uid)
             async with self.limits.hold(target.uid, self._waiting):
-                self._resolved(target, key)
+                self._resolved(target, keys[0])
                 await self.save()
                 self.recorder.event("Normal", "TargetResolved", self._target_words(target))
                 step_condition = c.CAPTURED
-                result = await self._capture(spec, target, config, key)
-                await self._succeeded(result)
+                results = await self._capture(spec, target, config, keys)
+                await self._succeeded(results)
+            step_condition = None
+            await self._analyze(spec, results)
         except HeapsnapError as error:
             await self._fail(error, step_condition)
         except ResourceGone:
@@ -212,10 +231,11 @@ class CaptureRun:
         await self.save()
 
     async def _storage(self, spec: HeapSnapshotSpec) -> Any:
-        credentials: dict[str, str] = {}
         if spec.s3.credentials_secret:
-            credentials = await self.cluster.read_credentials(self.namespace, spec.s3.credentials_secret)
-        return self.backends.s3_config(spec, credentials)
+            self._credentials = await self.cluster.read_credentials(
+                self.namespace, spec.s3.credentials_secret
+            )
+        return self.backends.s3_config(spec, self._credentials)
 
     @staticmethod
     def _target_words(target: ResolvedTarget) -> str:
@@ -233,10 +253,15 @@ class CaptureRun:
         self._condition(c.TARGET_RESOLVED, "True", "TargetResolved", self._target_words(target))
         self._condition(c.READY, "Unknown", "Capturing", "Capturing the heap snapshot.")
 
-    async def _capture(self, spec: HeapSnapshotSpec, target: ResolvedTarget, config: Any, key: str) -> Any:
+    async def _capture(
+        self, spec: HeapSnapshotSpec, target: ResolvedTarget, config: Any, keys: list[str]
+    ) -> list[Any]:
         host = self.backends.host(self.namespace, target)
-        sink = self.backends.sink(config, key, gzip=spec.compression == "gzip")
-        work = asyncio.ensure_future(self.backends.capture(host, sink, spec, self._on_progress))
+        sinks = [self.backends.sink(config, key, gzip=spec.compression == "gzip") for key in keys]
+        if spec.series is None:
+            work = asyncio.ensure_future(self._one(host, sinks[0], spec))
+        else:
+            work = asyncio.ensure_future(self.backends.capture_series(host, sinks, spec, self._on_progress))
         watch = asyncio.ensure_future(self._watch_pod(target))
         try:
             async with asyncio.timeout(spec.timeout_seconds):
@@ -255,13 +280,20 @@ class CaptureRun:
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work
-            with contextlib.suppress(Exception):
-                await self.backends.abort_uploads(config, key)
+            for key in keys:
+                with contextlib.suppress(Exception):
+                    await self.backends.abort_uploads(config, key)
+                if len(keys) > 1:  # earlier snapshots of a failed series are not kept
+                    with contextlib.suppress(Exception):
+                        await self.backends.delete_object(config, key)
             raise
         finally:
             watch.cancel()
             with contextlib.suppress(BaseException):
                 await watch
+
+    async def _one(self, host: Any, sink: Any, spec: HeapSnapshotSpec) -> list[Any]:
+        return [await self.backends.capture(host, sink, spec, self._on_progress)]
 
     async def _watch_pod(self, target: ResolvedTarget) -> None:
         """Return (by raising) only when the target pod went away or its container restarted."""
@@ -301,9 +333,20 @@ class CaptureRun:
             if changed and phase in ("activating", "signalling", "transferring"):
                 self.recorder.event("Normal", phase.capitalize(), progress.message or phase)
 
-    async def _succeeded(self, result: Any) -> None:
+    async def _succeeded(self, results: list[Any]) -> None:
+        result = results[-1]
         artifact = result.artifact
         target = result.target
+        if len(results) > 1:
+            self.status["artifacts"] = [
+                {
+                    "uri": r.artifact.uri,
+                    "sizeBytes": r.artifact.size_bytes,
+                    "compressedBytes": r.artifact.compressed_bytes,
+                    "sha256": r.artifact.sha256,
+                }
+                for r in results
+            ]
         self.status["target"].update(
             {
                 "pid": target.pid,
@@ -334,6 +377,10 @@ class CaptureRun:
             "bytesSent": artifact.compressed_bytes or artifact.size_bytes,
         }
         message = f"Stored {artifact.uri} ({artifact.size_bytes} bytes, sha256 {artifact.sha256[:12]}…)."
+        if len(results) > 1:
+            message = (
+                f"Stored {len(results)} snapshots; the last is {artifact.uri} ({artifact.size_bytes} bytes)."
+            )
         self._condition(c.CAPTURED, "True", "Generated", "V8 generated the snapshot.")
         self._condition(c.UPLOADED, "True", "Uploaded", message)
         self._condition(c.READY, "True", "Succeeded", message)
@@ -342,18 +389,16 @@ class CaptureRun:
 
     async def _abandon(self, spec: HeapSnapshotSpec) -> None:
         step = self.status.get("step")
-        key = self.status.get("key")
-        if key:
-            credentials: dict[str, str] = {}
-            with contextlib.suppress(HeapsnapError):
-                if spec.s3.credentials_secret:
-                    credentials = await self.cluster.read_credentials(
-                        self.namespace, spec.s3.credentials_secret
-                    )
-            config = self.backends.s3_config(spec, credentials)
+        credentials: dict[str, str] = {}
+        with contextlib.suppress(HeapsnapError):
+            if spec.s3.credentials_secret:
+                credentials = await self.cluster.read_credentials(self.namespace, spec.s3.credentials_secret)
+        config = self.backends.s3_config(spec, credentials)
+        keys = object_keys(spec, self.namespace, self.name, self.uid)
+        for key in keys:
             with contextlib.suppress(Exception):
                 await self.backends.abort_uploads(config, key)
-            if step in ("transferring", "done"):
+            if step in ("transferring", "done") or len(keys) > 1:
                 with contextlib.suppress(Exception):
                     await self.backends.delete_object(config, key)
         error = HeapsnapError(
@@ -362,6 +407,71 @@ class CaptureRun:
             reason="OperatorRestarted",
         )
         await self._fail(error, c.CAPTURED)
+
+    # -- comparison and leak suspects (series, compareTo) ----------------------------
+
+    async def _analyze(self, spec: HeapSnapshotSpec, results: list[Any]) -> None:
+        uris = [r.artifact.uri for r in results]
+        request: dict[str, Any] = {}
+        if spec.series is not None:
+            request["compare"] = [uris[0], uris[-1]]
+            if len(uris) >= 3:
+                request["leaks"] = [uris[0], uris[len(uris) // 2], uris[-1]]
+        elif spec.compare_to is not None:
+            baseline = await self._baseline(spec.compare_to)
+            if baseline is None:
+                return
+            request["compare"] = [baseline, uris[-1]]
+        else:
+            return
+        largest = max(r.artifact.size_bytes for r in results)
+        if largest > ANALYSIS_MAX_BYTES:
+            await self._analyzed_false(
+                "TooLargeToAnalyze",
+                f"Snapshots of {largest} bytes are analysed outside the operator: run heapsnap diff or "
+                "heapsnap leaks on the artifacts.",
+            )
+            return
+        try:
+            found = await self.backends.analyze(spec, self._credentials, request)
+        except HeapsnapError as error:
+            await self._analyzed_false(error.reason, error.message)
+            return
+        self.status.update(found)
+        parts = []
+        if "comparison" in found:
+            parts.append(f"compared by {found['comparison'].get('method')}")
+        if "leakSuspects" in found:
+            suspects = found["leakSuspects"].get("suspects") or []
+            top = suspects[0]["name"] if suspects else "none"
+            parts.append(f"{len(suspects)} leak suspect classes (top: {top})")
+        message = "Analysed: " + ", ".join(parts) + "."
+        self._condition(c.ANALYZED, "True", "Analyzed", message)
+        await self.save()
+        self.recorder.event("Normal", "Analyzed", message)
+
+    async def _baseline(self, name: str) -> str | None:
+        other = await self.cluster.read_snapshot(self.namespace, name)
+        if other is None:
+            await self._analyzed_false(
+                "BaselineNotFound", f"spec.compareTo names HeapSnapshot {name}, which does not exist."
+            )
+            return None
+        status = other.get("status") or {}
+        uri = (status.get("artifact") or {}).get("uri")
+        if status.get("phase") != "Succeeded" or not uri:
+            await self._analyzed_false(
+                "BaselineNotReady",
+                f"spec.compareTo names HeapSnapshot {name}, which is {status.get('phase') or 'Pending'}; "
+                "compare with a Succeeded one.",
+            )
+            return None
+        return str(uri)
+
+    async def _analyzed_false(self, reason: str, message: str) -> None:
+        self._condition(c.ANALYZED, "False", reason, message)
+        await self.save()
+        self.recorder.event("Warning", reason, message)
 
 
 async def run_capture(

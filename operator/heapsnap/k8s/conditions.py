@@ -17,6 +17,7 @@ READY = "Ready"
 TARGET_RESOLVED = "TargetResolved"
 CAPTURED = "Captured"
 UPLOADED = "Uploaded"
+ANALYZED = "Analyzed"
 
 Condition = dict[str, Any]
 

@@ -135,6 +135,17 @@ class Cluster:
             )
         return min(running, key=_started)
 
+    async def read_snapshot(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.api.call(
+                self.api.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(obj)
+
     async def read_pod(self, namespace: str, name: str) -> Any | None:
         try:
             return await self.api.call(self.api.core.read_namespaced_pod, name, namespace)

@@ -69,6 +69,12 @@ class S3Spec:
 
 
 @dataclass(frozen=True)
+class SeriesSpec:
+    count: int
+    interval_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class HeapSnapshotSpec:
     target: TargetSpec
     s3: S3Spec
@@ -79,6 +85,8 @@ class HeapSnapshotSpec:
     ttl_seconds_after_finished: int | None = None
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     preflight: Preflight = "enforce"
+    series: SeriesSpec | None = None
+    compare_to: str | None = None
 
 
 def _get(d: Mapping[str, Any], key: str, path: str, kind: type, default: Any = None) -> Any:
@@ -177,21 +185,53 @@ def parse_spec(spec: Mapping[str, Any]) -> HeapSnapshotSpec:
     s3 = _get(storage, "s3", "spec.storage", dict)
     if s3 is None:
         raise InvalidInput("spec.storage.s3 is required: give the bucket that receives the snapshot.")
+    raw_series = _get(spec, "series", "spec", dict)
+    series = None
+    if raw_series is not None:
+        count = _int_range(raw_series, "count", "spec.series", 2, 10, None)
+        if count is None:
+            raise InvalidInput("spec.series.count is required: how many snapshots to take (2 to 10).")
+        interval = _int_range(raw_series, "intervalSeconds", "spec.series", 0, 3600, 60)
+        series = SeriesSpec(count, 60 if interval is None else interval)
+    method = _choice(spec, "method", "spec", ("auto", "inspector", "signal"), "auto")
+    if series is not None and method == "signal":
+        raise InvalidInput(
+            "spec.series needs the inspector (object ids reset between signal snapshots); "
+            "use method inspector or auto."
+        )
     return HeapSnapshotSpec(
         target=parse_target(target),
         s3=parse_s3(s3),
-        method=_choice(spec, "method", "spec", ("auto", "inspector", "signal"), "auto"),
+        method=method,
         inspector_port=_int_range(spec, "inspectorPort", "spec", 1, 65535, 9229) or 9229,
         compression=_choice(spec, "compression", "spec", ("gzip", "none"), "gzip"),
         timeout_seconds=_int_range(spec, "timeoutSeconds", "spec", 1, 86400, 900) or 900,
         ttl_seconds_after_finished=_int_range(spec, "ttlSecondsAfterFinished", "spec", 0, 2**31 - 1, None),
         deletion_policy=_choice(spec, "deletionPolicy", "spec", ("Retain", "Delete"), "Retain"),
         preflight=_choice(spec, "preflight", "spec", ("enforce", "warn", "skip"), "enforce"),
+        series=series,
+        compare_to=_get(spec, "compareTo", "spec", str),
     )
 
 
-def object_key(s3: S3Spec, namespace: str, name: str, uid: str, *, gzip: bool) -> str:
-    """The deterministic S3 key of a resource's artifact, so a restarted operator can find it."""
+def object_key(
+    s3: S3Spec, namespace: str, name: str, uid: str, *, gzip: bool, index: int | None = None
+) -> str:
+    """The deterministic S3 key of a resource's artifact, so a restarted operator can find it.
+
+    Snapshots of a series carry their 1-based ``index``.
+    """
     suffix = ".heapsnapshot.gz" if gzip else ".heapsnapshot"
-    parts = [p for p in (s3.prefix, namespace, f"{name}-{uid}{suffix}") if p]
+    stem = f"{name}-{uid}" if index is None else f"{name}-{uid}-{index}"
+    parts = [p for p in (s3.prefix, namespace, f"{stem}{suffix}") if p]
     return "/".join(parts)
+
+
+def object_keys(spec: HeapSnapshotSpec, namespace: str, name: str, uid: str) -> list[str]:
+    """Every key the resource may write: one, or one per snapshot of its series."""
+    gzip = spec.compression == "gzip"
+    if spec.series is None:
+        return [object_key(spec.s3, namespace, name, uid, gzip=gzip)]
+    return [
+        object_key(spec.s3, namespace, name, uid, gzip=gzip, index=i) for i in range(1, spec.series.count + 1)
+    ]
