@@ -1,14 +1,172 @@
-"""Subcommands of `heapsnap`: capture (placeholder, filled by its area)."""
+"""``heapsnap capture``: one heap snapshot of a local Node.js process, to a file or S3."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from heapsnap.engine import (
+    CaptureOptions,
+    CaptureResult,
+    ProcessSelector,
+    Progress,
+    capture,
+    capture_inspector,
+)
+from heapsnap.errors import InvalidInput
+from heapsnap.sinks.base import Sink
+from heapsnap.sinks.file import FileSink
+from heapsnap.sinks.s3 import S3Config, S3Sink, parse_s3_uri
+from heapsnap.transports.local import LocalHost
+
+__all__ = ["ProgressPrinter", "print_result", "register", "result_to_dict"]
+
+MiB = 1 << 20
 
 
 def register(sub: Any) -> None:
-    del sub
+    parser = sub.add_parser(
+        "capture",
+        help="take a heap snapshot of a running Node.js process",
+        description="Take a V8 heap snapshot of a running Node.js process, with no restart, "
+        "and stream it to a file or to S3.",
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid", type=int, help="pid of a Node.js process on this machine")
+    target.add_argument("--inspect", metavar="URL", help="an open inspector: ws://HOST:PORT/ID or HOST:PORT")
+    parser.add_argument("--method", choices=["auto", "inspector", "signal"], default="auto")
+    output = parser.add_mutually_exclusive_group(required=True)
+    output.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the snapshot to FILE")
+    output.add_argument(
+        "--s3", metavar="s3://BUCKET/PREFIX", help="upload to S3 (a key, or a prefix ending in /)"
+    )
+    parser.add_argument("--gzip", action="store_true", help="compress the stored snapshot")
+    parser.add_argument(
+        "--force", action="store_true", help="capture even when memory headroom looks too small"
+    )
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long")
+    parser.add_argument("--s3-endpoint", metavar="URL", help="endpoint of an S3-compatible server")
+    parser.add_argument("--s3-region", metavar="REGION")
+    parser.add_argument("--s3-path-style", action="store_true", help="address buckets by path, not host name")
+    parser.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
 
 
-def _unused(args: argparse.Namespace) -> int:
+def _sink(args: argparse.Namespace) -> Sink:
+    if args.output is not None:
+        return FileSink(args.output, gzip=args.gzip)
+    bucket, key = parse_s3_uri(args.s3)
+    if not key or key.endswith("/"):
+        who = f"pid{args.pid}" if args.pid else "inspector"
+        key += f"heapsnap-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{who}.heapsnapshot"
+        key += ".gz" if args.gzip else ""
+    config = S3Config(
+        bucket=bucket,
+        endpoint_url=args.s3_endpoint,
+        region=args.s3_region,
+        force_path_style=args.s3_path_style,
+        server_side_encryption=args.sse,
+    )
+    return S3Sink(config, key, gzip=args.gzip)
+
+
+class ProgressPrinter:
+    """A one-line progress bar on a terminal; one line per phase otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.phase = ""
+
+    async def __call__(self, progress: Progress) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + self._line(progress))
+            if progress.phase == "done":
+                self.stream.write("\n")
+        elif progress.phase != self.phase:
+            self.stream.write(f"heapsnap: {progress.phase} {progress.message}".rstrip() + "\n")
+        self.stream.flush()
+        self.phase = progress.phase
+
+    @staticmethod
+    def _line(progress: Progress) -> str:
+        if progress.phase == "generating" and progress.percent is not None:
+            filled = int(progress.percent / 100 * 30)
+            return f"generating  [{'#' * filled}{'.' * (30 - filled)}] {progress.percent:5.1f}%"
+        if progress.phase in ("transferring", "done"):
+            return f"{progress.phase:<12}{progress.bytes_sent / MiB:,.1f} MiB"
+        return f"{progress.phase:<12}{progress.message}"
+
+
+def result_to_dict(result: CaptureResult) -> dict[str, Any]:
+    data = dataclasses.asdict(dataclasses.replace(result, summary=None))
+    data["summary"] = result.summary.to_dict() if result.summary is not None else None
+    return data
+
+
+def print_result(result: CaptureResult, stream: TextIO = sys.stdout, top: int = 10) -> None:
+    artifact = result.artifact
+    size = f"{artifact.size_bytes / MiB:,.1f} MiB"
+    if artifact.compressed_bytes is not None:
+        size += f" ({artifact.compressed_bytes / MiB:,.1f} MiB gzip)"
+    print(f"snapshot   {artifact.uri}", file=stream)
+    print(f"size       {size}   sha256 {artifact.sha256}", file=stream)
+    target = result.target
+    print(f"target     pid {target.pid}, node {target.node_version}, by {target.method}", file=stream)
+    print(
+        f"timing     target paused {result.pause_seconds:.2f} s, transfer {result.transfer_seconds:.2f} s, "
+        f"total {result.total_seconds:.2f} s",
+        file=stream,
+    )
+    if result.preflight is not None:
+        estimate = result.preflight
+        print(
+            f"preflight  ~{estimate.node_count:,} objects, "
+            f"~{estimate.estimated_bytes / MiB:,.0f} MiB to build, about "
+            f"{estimate.estimated_pause_seconds:.1f} s pause expected",
+            file=stream,
+        )
+    for warning in result.warnings:
+        print(f"warning    {warning}", file=stream)
+    if result.summary is not None:
+        summary = result.summary
+        print(
+            f"\n{summary.node_count:,} objects, {summary.edge_count:,} references, "
+            f"{summary.total_self_size / MiB:,.1f} MiB self size. Top constructors by self size:",
+            file=stream,
+        )
+        print(f"  {'constructor':<40} {'count':>10} {'self size':>12}", file=stream)
+        for stat in summary.top_by_size[:top]:
+            print(f"  {stat.name[:40]:<40} {stat.count:>10,} {stat.self_size / MiB:>10,.2f} MB", file=stream)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.method == "signal" and args.inspect:
+        raise InvalidInput(
+            "--method signal needs --pid: a signal cannot be sent through an inspector address."
+        )
+    options = CaptureOptions(
+        method=args.method, preflight="warn" if args.force else "enforce", timeout_seconds=args.timeout
+    )
+    sink = _sink(args)
+    printer = ProgressPrinter()
+    if args.inspect:
+        result = asyncio.run(capture_inspector(args.inspect, sink, options=options, on_progress=printer))
+    else:
+        selector = ProcessSelector(pid=args.pid)
+        result = asyncio.run(
+            capture(LocalHost(), sink, selector=selector, options=options, on_progress=printer)
+        )
+    if args.json:
+        json.dump(result_to_dict(result), sys.stdout, indent=2)
+        print()
+    else:
+        print_result(result)
     return 0

@@ -6,7 +6,7 @@ computed from the same bytes. Target-side work is done by ``agent.js``, run by t
 target's own Node.js binary through ``ProcessHost.run``, so a pod needs no shell.
 """
 
-from heapsnap.engine._capture import capture, capture_series, select_process
+from heapsnap.engine._capture import capture, capture_inspector, capture_series, select_process
 from heapsnap.engine._types import (
     CaptureOptions,
     CaptureResult,
@@ -30,6 +30,7 @@ __all__ = [
     "ProgressCallback",
     "TargetInfo",
     "capture",
+    "capture_inspector",
     "capture_series",
     "select_process",
 ]

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import posixpath
+import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from heapsnap.errors import (
     HeapsnapError,
     InspectorDisabled,
     InspectorPortTaken,
+    InspectorUnreachable,
     InvalidInput,
     NotNodeProcess,
     ProcessNotFound,
@@ -494,3 +497,94 @@ async def _signal_and_wait(
             + result.stderr.decode(errors="replace")[-300:]
         )
     return str(outcome["path"])
+
+
+class _DirectHost:
+    """An inspector reachable from here at ``ip:port``; nothing runs next to the target."""
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+
+    @contextlib.asynccontextmanager
+    async def connect_port(self, port: int) -> AsyncIterator[tuple[str, int]]:
+        yield (self.ip, port)
+
+
+async def _resolve_ip(host: str) -> str:
+    # Node's inspector refuses a Host header that is not an IP or localhost.
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise InvalidInput(f"Cannot resolve the inspector host {host!r}: {error}") from error
+    return str(infos[0][4][0])
+
+
+async def capture_inspector(
+    address: str,
+    sink: Sink,
+    *,
+    options: CaptureOptions = _DEFAULTS,
+    on_progress: ProgressCallback | None = None,
+) -> CaptureResult:
+    """Capture through an inspector reachable from here: ``ws://host:port/id`` or ``host:port``.
+
+    heapsnap did not open this inspector, so it leaves it open; memory headroom is not
+    visible from here, so the preflight only estimates and reports.
+    """
+    match = re.fullmatch(r"(?:wss?://)?\[?([^\]/]+?)\]?:(\d+)(/.*)?", address.strip())
+    if not match:
+        raise InvalidInput(f"--inspect {address!r}: give ws://HOST:PORT/ID or HOST:PORT.")
+    ip, port, path = await _resolve_ip(match.group(1)), int(match.group(2)), match.group(3)
+    direct = _DirectHost(ip)
+    started = time.monotonic()
+    try:
+        async with _deadline(options.timeout_seconds):
+            await _report(on_progress, Progress("probing"))
+            await _prepare(sink)
+            if path is None:
+                targets = await _inspector.json_list(direct, port)  # type: ignore[arg-type]
+                if not targets:
+                    raise InspectorUnreachable(
+                        f"No Node.js inspector answers on {ip}:{port}: check the address, or open the "
+                        "inspector with --inspect or SIGUSR1."
+                    )
+                path = _inspector.ws_path(next(t["webSocketDebuggerUrl"] for t in targets))
+            endpoint = _inspector.InspectorEndpoint(port, path, opened_by_us=False)
+            async with _inspector.session(direct, endpoint) as cdp:  # type: ignore[arg-type]
+                facts = await cdp.evaluate(
+                    "JSON.stringify({pid: process.pid, version: process.version, argv: process.argv,"
+                    " heap: process.memoryUsage().heapUsed})"
+                )
+                about = json.loads(facts)
+                major = int(re.match(r"v(\d+)", about["version"]).group(1))  # type: ignore[union-attr]
+                target = TargetInfo(
+                    about["pid"], about["version"], " ".join(about["argv"]), "inspector", False
+                )
+                preflight = None
+                if options.preflight != "skip":
+                    await _report(on_progress, Progress("preflight"))
+                    heap = int(about["heap"])
+                    nodes = heap // _preflight.HEAP_BYTES_PER_NODE
+                    preflight = PreflightEstimate(
+                        node_count=nodes,
+                        estimated_bytes=nodes * _preflight.BYTES_PER_NODE,
+                        available_bytes=options.available_bytes,
+                        estimated_pause_seconds=round(nodes * _preflight.seconds_per_node(major), 2),
+                        source={
+                            "node_count": f"used heap {heap // MiB} MiB",
+                            "available_bytes": "not visible",
+                        },
+                    )
+                    warnings: list[str] = []
+                    _preflight.check(preflight, target.pid, options.preflight, warnings)
+                stats = _Stats(summary=_new_summary(options.summary_top))
+                try:
+                    await _take_inspector_snapshot(cdp, sink, stats, major, on_progress)
+                except CdpClosed as error:
+                    raise CaptureError(
+                        f"The inspector at {address} closed during the capture: {error}"
+                    ) from error
+                return await _commit(sink, stats, target, preflight, [], started, on_progress)
+    except BaseException:
+        await sink.abort()
+        raise

@@ -75,11 +75,11 @@ async def find_open(host: ProcessHost, info: NodeProcessInfo, preferred: int) ->
         targets = await json_list(host, port)
         if targets:
             url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
-            return InspectorEndpoint(port, _ws_path(url), opened_by_us=False)
+            return InspectorEndpoint(port, ws_path(url), opened_by_us=False)
     return None
 
 
-def _ws_path(url: str) -> str:
+def ws_path(url: str) -> str:
     match = re.match(r"wss?://[^/]+(/.*)$", url)
     return match.group(1) if match else "/"
 
@@ -125,7 +125,7 @@ async def activate(
             targets = await json_list(host, new_port)
             if targets:
                 url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
-                return InspectorEndpoint(new_port, _ws_path(url), opened_by_us=True)
+                return InspectorEndpoint(new_port, ws_path(url), opened_by_us=True)
     probe = await agent.probe(info.pid)
     if port != 0 and port in probe.listening:
         raise InspectorPortTaken(port_taken_message(port, host))

@@ -1,0 +1,58 @@
+"""``heapsnap capture`` and ``heapsnap demo`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import load_snapshot, node_count
+from tests.support.nodeproc import LEAKY_APP, NodeProcess
+
+pytestmark = pytest.mark.timeout(300)
+StartNode = Callable[..., NodeProcess]
+
+
+def heapsnap(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "heapsnap.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=240
+    )
+
+
+def test_capture_to_a_file_prints_the_artifact_and_the_summary(
+    node_process: StartNode, tmp_path: Path
+) -> None:
+    app = node_process(LEAKY_APP, args=["--inspect-port=0"])
+    out = tmp_path / "cli.heapsnapshot"
+    done = heapsnap("capture", "--pid", str(app.pid), "-o", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["artifact"]["uri"] == str(out)
+    assert result["target"]["pid"] == app.pid and result["target"]["method"] == "inspector"
+    assert node_count(load_snapshot(out)) > 0
+
+
+def test_capture_error_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    done = heapsnap("capture", "--pid", "999999999", "-o", str(tmp_path / "x"))
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("heapsnap: error:")]
+    assert errors == ["heapsnap: error: No process with pid 999999999 on this machine: check the pid."]
+    assert not any(tmp_path.iterdir())
+
+
+def test_demo_finds_the_leak(tmp_path: Path) -> None:
+    done = heapsnap("demo", "--requests", "40", "--out", str(tmp_path / "demo"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"LeakyThing: 20,000 instances.*this is the leak", done.stdout)
+    pid = int(re.search(r"as pid (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
+    assert (
+        not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    )
+    (snapshot,) = (tmp_path / "demo").iterdir()
+    assert node_count(load_snapshot(snapshot)) > 0
