@@ -1,0 +1,214 @@
+"""Capture benchmark: Node's own v8.writeHeapSnapshot() vs heapsnap to a file vs heapsnap to S3.
+
+One run, each method on a fresh target of the same size (small objects). Prints wall
+time, the target's pause, ratios to writeHeapSnapshot, heapsnap's peak RSS and the
+target's peak RSS under each method (VmHWM, reset through /proc/PID/clear_refs).
+
+    .venv/bin/python -m bench.capture                 # ~180 MB heap (-m: bench/operator.py shadows a stdlib module)
+    .venv/bin/python -m bench.capture --heap-mb 900   # ~900 MB heap: ~8 GB in the target
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.nodeproc import NodeProcess, start_node  # noqa: E402
+from tests.support.s3server import free_port  # noqa: E402
+
+TARGET = r"""
+const http = require('http');
+const v8 = require('v8');
+class Item { constructor(i) { this.id = i; this.name = 'item-' + i; } }
+const keep = [];
+const goal = Number(process.env.HEAP_MB) * 1024 * 1024;
+for (let i = 0; process.memoryUsage().heapUsed < goal; i++) {
+  for (let j = 0; j < 10000; j++) keep.push(new Item(i * 10000 + j));
+}
+const server = http.createServer((req, res) => {
+  if (req.url.startsWith('/write')) {
+    const started = process.hrtime.bigint();
+    const file = v8.writeHeapSnapshot(decodeURIComponent(req.url.slice('/write?'.length)));
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    res.end(JSON.stringify({ file, seconds }));
+    return;
+  }
+  res.end(String(keep.length));
+});
+server.listen(0, '127.0.0.1', () => {
+  console.log('ready ' + server.address().port + ' heap ' + process.memoryUsage().heapUsed);
+});
+"""
+
+MiB = 1 << 20
+
+
+@dataclass
+class Row:
+    method: str
+    wall: float
+    pause: float
+    size: int
+    heapsnap_rss: int | None
+    target_rss: int
+
+
+def peak_rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def start_target(heap_mb: int, version: str) -> NodeProcess:
+    old_space = max(4096, heap_mb * 4)
+    app = start_node(
+        TARGET,
+        version=version,
+        args=[f"--max-old-space-size={old_space}", "--inspect-port=0"],
+        env={"HEAP_MB": str(heap_mb)},
+        timeout=600,
+    )
+    reset_peak(app.pid)
+    return app
+
+
+def run_write(heap_mb: int, version: str, out: Path) -> Row:
+    app = start_target(heap_mb, version)
+    try:
+        started = time.monotonic()
+        url = f"http://127.0.0.1:{app.port}/write?{out / 'write.heapsnapshot'}"
+        with urllib.request.urlopen(url, timeout=3600) as response:
+            reply = json.loads(response.read())
+        wall = time.monotonic() - started
+        size = Path(reply["file"]).stat().st_size
+        Path(reply["file"]).unlink()
+        return Row("v8.writeHeapSnapshot", wall, reply["seconds"], size, None, peak_rss(app.pid))
+    finally:
+        app.stop()
+
+
+def run_heapsnap(heap_mb: int, version: str, method: str, args: list[str], env: dict[str, str]) -> Row:
+    app = start_target(heap_mb, version)
+    try:
+        started = time.monotonic()
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "heapsnap.cli",
+                "capture",
+                "--pid",
+                str(app.pid),
+                "--force",
+                "--json",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
+        assert child.stdout is not None
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.monotonic() - started
+        if status != 0:
+            raise RuntimeError(f"heapsnap failed ({status}): {output[-2000:]!r}")
+        result = json.loads(output)
+        return Row(
+            method,
+            wall,
+            result["pause_seconds"],
+            result["artifact"]["size_bytes"],
+            usage.ru_maxrss * 1024,
+            peak_rss(app.pid),
+        )
+    finally:
+        app.stop()
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    request = urllib.request.Request(f"{endpoint}/bench", method="PUT")
+    urllib.request.urlopen(request, timeout=10).close()
+    return server, endpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heap-mb", type=int, default=180)
+    parser.add_argument("--node", default="20", help="Node.js major version of the target (20, 22, 24)")
+    parser.add_argument("--methods", default="write,file,s3", help="comma-separated subset of write,file,s3")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="heapsnap-bench-", dir=ROOT) as scratch:
+        out = Path(scratch)
+        if "write" in methods:
+            rows.append(run_write(args.heap_mb, args.node, out))
+        if "file" in methods:
+            rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> file", ["-o", str(out / "h")], {}))
+            (out / "h").unlink()
+        if "s3" in methods:
+            moto, endpoint = start_moto()
+            try:
+                creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+                s3_args = [
+                    "--s3",
+                    "s3://bench/",
+                    "--s3-endpoint",
+                    endpoint,
+                    "--s3-path-style",
+                    "--s3-region",
+                    "us-east-1",
+                ]
+                rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> S3 (moto)", s3_args, creds))
+            finally:
+                moto.terminate()
+                moto.wait()
+    base = next((r for r in rows if r.method.startswith("v8.")), None)
+    print(
+        f"\nNode {args.node}, target heap ~{args.heap_mb} MB of small objects, "
+        f"snapshot {rows[0].size / MiB:,.0f} MiB"
+    )
+    header = f"{'method':<24}{'wall s':>9}{'pause s':>9}{'x write':>9}{'heapsnap RSS':>14}"
+    header += f"{'target peak':>13}{'x write':>9}"
+    print(header)
+    for row in rows:
+        ratio = f"{row.wall / base.wall:.2f}" if base else "-"
+        rss_ratio = f"{row.target_rss / base.target_rss:.3f}" if base else "-"
+        own = f"{row.heapsnap_rss / MiB:,.0f} MiB" if row.heapsnap_rss else "-"
+        print(
+            f"{row.method:<24}{row.wall:>9.1f}{row.pause:>9.1f}{ratio:>9}{own:>14}"
+            f"{row.target_rss / MiB:>9,.0f} MiB{rss_ratio:>9}"
+        )
+
+
+if __name__ == "__main__":
+    main()
