@@ -26,7 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    return asyncio.run(run(settings))
+    try:
+        return asyncio.run(run(settings))
+    except HeapsnapError as error:
+        print(f"heapsnap-operator: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 
+from heapsnap.errors import InvalidInput
+
 T = TypeVar("T")
 
 # The default executor has cpu+4 threads (6 here); kopf and 20 concurrent captures
@@ -29,10 +31,17 @@ def load_configuration(kubeconfig: str | None = None) -> Any:
     """A ``kubernetes.client.Configuration`` from ``kubeconfig``, ``$KUBECONFIG`` or the service account."""
     cfg = client.Configuration()
     path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    try:
+        if path or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as error:
+        where = path or "~/.kube/config"
+        raise InvalidInput(
+            f"No usable Kubernetes credentials ({where}: {error}); set KUBECONFIG to a valid kubeconfig "
+            "or run inside a pod with a service account."
+        ) from None
     return cfg
 
 
