@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
+    # MicroTime needs six fractional digits; isoformat() drops them when they are all zero.
+    return now.replace(microsecond=1) if now.microsecond == 0 else now
 
 
 def expired(lease: Any, now: datetime.datetime) -> bool:
