@@ -26,21 +26,21 @@ class SnapshotSeries:
     baseline: Path
     target: Path
     final: Path
-    other_process: Path
 
 
 def _write_series(node: str, out: Path) -> SnapshotSeries:
     out.mkdir(parents=True)
-    subprocess.run([node, str(APPS / "leaky.js"), str(out), str(LEAK_COUNT)], check=True, timeout=120)
-    other = out / "other"
-    other.mkdir()
-    subprocess.run([node, str(APPS / "leaky.js"), str(other), "10"], check=True, timeout=120)
+    subprocess.run(
+        [node, str(APPS / "leaky.js"), str(out), str(LEAK_COUNT)],
+        check=True,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+    )
     return SnapshotSeries(
         node=node,
         baseline=out / "baseline.heapsnapshot",
         target=out / "target.heapsnapshot",
         final=out / "final.heapsnapshot",
-        other_process=other / "target.heapsnapshot",
     )
 
 
@@ -49,3 +49,33 @@ def series(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """Baseline, target and final snapshots of one leaky process, per Node.js release."""
     version: str = request.param
     return _write_series(NODES[version], tmp_path_factory.mktemp(f"node{version}") / "series")
+
+
+MEMLAB_VERSION = "2.0.5"
+
+
+@pytest.fixture(scope="session")
+def memlab_dir() -> Path:
+    """memlab from npm, installed by dev/setup.d/40-analysis-tools.sh."""
+    path = CACHE / "memlab" / MEMLAB_VERSION
+    if not (path / "node_modules" / "@memlab" / "heap-analysis").is_dir():
+        pytest.fail(f"memlab is not installed in {path}: run bash dev/setup.sh")
+    return path
+
+
+@pytest.fixture(scope="session")
+def other_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot of a different program (another script) on Node 20."""
+    out = tmp_path_factory.mktemp("other")
+    subprocess.run(["node", str(APPS / "other.js"), str(out / "other.heapsnapshot")], check=True, timeout=120)
+    return out / "other.heapsnapshot"
+
+
+@pytest.fixture(scope="session")
+def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The target snapshot of a second run of the leaky app with 10 leaked objects (Node 20)."""
+    out = tmp_path_factory.mktemp("rerun")
+    subprocess.run(
+        ["node", str(APPS / "leaky.js"), str(out), "10"], check=True, timeout=120, stdout=subprocess.DEVNULL
+    )
+    return out / "target.heapsnapshot"

@@ -33,3 +33,101 @@ def summary(data: dict[str, Any]) -> dict[str, tuple[int, int]]:
         entry[0] += 1
         entry[1] += size
     return {name: (count, size) for name, (count, size) in classes.items()}
+
+
+def devtools_dominators(data: dict[str, Any]) -> tuple[dict[int, int], list[int]]:
+    """Immediate dominators by the textbook iterative algorithm over DevTools' edge rules.
+
+    Written independently of heapsnap's compiled loops (dicts and lists, no post-order
+    tricks): an edge counts unless it is weak, a shortcut from a node other than the root,
+    or leads from a non-page object into a page object (page objects: reachable from the
+    root's shortcut edges). Returns the dominators of the nodes reachable through such
+    edges, and their self sizes.
+    """
+    meta = data["snapshot"]["meta"]
+    fields = meta["node_fields"]
+    width = len(fields)
+    edge_types = meta["edge_types"][0]
+    weak, shortcut = edge_types.index("weak"), edge_types.index("shortcut")
+    nodes, edges = data["nodes"], data["edges"]
+    count = len(nodes) // width
+    sizes = nodes[fields.index("self_size") :: width]
+    out: list[list[tuple[int, int]]] = [[] for _ in range(count)]
+    at = 0
+    for node in range(count):
+        for _ in range(nodes[node * width + fields.index("edge_count")]):
+            out[node].append((edges[at], edges[at + 2] // width))
+            at += 3
+    page = [False] * count
+    stack = [to for kind, to in out[0] if kind == shortcut]
+    for to in stack:
+        page[to] = True
+    while stack:
+        node = stack.pop()
+        for kind, to in out[node]:
+            if kind != weak and not page[to]:
+                page[to] = True
+                stack.append(to)
+
+    def kept(source: int, kind: int, target: int) -> bool:
+        if kind == weak or (kind == shortcut and source != 0):
+            return False
+        return source == 0 or not page[target] or page[source]
+
+    graph = [[to for kind, to in out[node] if kept(node, kind, to)] for node in range(count)]
+    order: list[int] = []
+    seen = [False] * count
+    seen[0] = True
+    walk = [(0, iter(graph[0]))]
+    while walk:
+        node, children = walk[-1]
+        for child in children:
+            if not seen[child]:
+                seen[child] = True
+                walk.append((child, iter(graph[child])))
+                break
+        else:
+            order.append(node)
+            walk.pop()
+    rank = {node: i for i, node in enumerate(order)}
+    preds: dict[int, list[int]] = {node: [] for node in order}
+    for node in order:
+        for child in graph[node]:
+            preds[child].append(node)
+    idom = {0: 0}
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(order[:-1]):
+            ready = [p for p in preds[node] if p in idom]
+            new = ready[0]
+            for other in ready[1:]:
+                a, b = other, new
+                while a != b:
+                    while rank[a] < rank[b]:
+                        a = idom[a]
+                    while rank[b] < rank[a]:
+                        b = idom[b]
+                new = a
+            if idom.get(node) != new:
+                idom[node] = new
+                changed = True
+    return idom, sizes
+
+
+def retained_from(idom: dict[int, int], sizes: list[int]) -> dict[int, int]:
+    """Retained size of each node: its self size plus that of everything it dominates."""
+    children: dict[int, list[int]] = {}
+    for node, parent in idom.items():
+        if node != parent:
+            children.setdefault(parent, []).append(node)
+    retained: dict[int, int] = {}
+    stack = [(0, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            retained[node] = sizes[node] + sum(retained[c] for c in children.get(node, []))
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children.get(node, []))
+    return retained

@@ -276,7 +276,9 @@ def dominators(
                     affected[rank[edge_to[e]]] = 1
     idom = np.empty(count, dtype=np.uint32)
     for po in range(count):
-        idom[order[po]] = order[dom[po]]
+        # A node no retainer ever reached keeps no entry; DevTools' typed array turns the
+        # resulting undefined into 0, the root: do the same explicitly.
+        idom[order[po]] = order[dom[po]] if dom[po] != no_entry else root
     return idom
 
 

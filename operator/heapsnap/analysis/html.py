@@ -133,30 +133,64 @@ def bar_chart(bars: Sequence[Bar], *, color: str = _PALETTE[0], label_width: int
 
 
 def diverging_chart(bars: Sequence[Bar], *, label_width: int = 260) -> str:
-    """Bars left (freed, green) or right (grown, red) of a zero line."""
+    """Bars right of a zero line for growth (red), left of it for what was freed (green)."""
+    bars = [bar for bar in bars if bar.value]
     if not bars:
         return "<p class='note'>Nothing changed.</p>"
-    width, row, top = 1100, 26, 8
-    half = (width - label_width - 40) / 2
-    zero = label_width + 20 + half
-    biggest = max(abs(b.value) for b in bars) or 1
-    parts = [f"<line x1='{zero}' x2='{zero}' y1='0' y2='{top * 2 + row * len(bars)}' stroke='#9aa5b1'/>"]
+    width, row, top, note_room = 1100, 26, 8, 170
+    grown = max((b.value for b in bars if b.value > 0), default=0.0)
+    freed = max((-b.value for b in bars if b.value < 0), default=0.0)
+    span = width - label_width - 20 - note_room * ((grown > 0) + (freed > 0))
+    scale = span / (grown + freed)
+    zero = label_width + 10 + (note_room + freed * scale if freed else 0)
+    height = top * 2 + row * len(bars)
+    parts = [f"<line x1='{zero:.1f}' x2='{zero:.1f}' y1='0' y2='{height}' stroke='#9aa5b1'/>"]
     for i, bar in enumerate(bars):
         y = top + i * row
-        length = max(2.0, (half - 90) * abs(bar.value) / biggest)
-        grown = bar.value >= 0
-        x = zero if grown else zero - length
-        note_x = zero + length + 6 if grown else zero - length - 6
+        length = max(2.0, abs(bar.value) * scale)
+        up = bar.value > 0
+        x = zero if up else zero - length
+        note_x = zero + length + 6 if up else zero - length - 6
         parts.append(
             f"<text x='{label_width - 8}' y='{y + 16}' text-anchor='end' font-size='12' fill='#1f2933'>"
             f"{escape(_clip(bar.label, 38))}</text>"
             f"<rect x='{x:.1f}' y='{y + 4}' width='{length:.1f}' height='{row - 8}' rx='3' "
-            f"fill='{'#e15759' if grown else '#59a14f'}'>"
+            f"fill='{'#e15759' if up else '#59a14f'}'>"
             f"<title>{escape(bar.label)}: {escape(bar.note)}</title></rect>"
             f"<text x='{note_x:.1f}' y='{y + 16}' font-size='12' fill='#616e7c' "
-            f"text-anchor='{'start' if grown else 'end'}'>{escape(bar.note)}</text>"
+            f"text-anchor='{'start' if up else 'end'}'>{escape(bar.note)}</text>"
         )
-    height = top * 2 + row * len(bars)
+    return f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' class='chart'>{''.join(parts)}</svg>"
+
+
+def small_multiples(series: Sequence[str], groups: Sequence[tuple[str, Sequence[int]]]) -> str:
+    """One small bar chart per group (a class), each on its own scale, one bar per series."""
+    if not groups:
+        return "<p class='note'>Nothing to show.</p>"
+    panel, gap, height = 170, 14, 190
+    width = len(groups) * (panel + gap)
+    parts = []
+    for g, (label, values) in enumerate(groups):
+        x0 = g * (panel + gap)
+        biggest = max(values) or 1
+        bar_w = (panel - 20) / len(series)
+        parts.append(
+            f"<rect x='{x0}' y='0' width='{panel}' height='{height}' rx='6' fill='#f8fafc' stroke='#e4e7eb'/>"
+            f"<text x='{x0 + panel / 2}' y='20' text-anchor='middle' font-size='13' font-weight='600' "
+            f"fill='#1f2933'>{escape(_clip(label, 22))}</text>"
+        )
+        for s, value in enumerate(values):
+            h = 110 * value / biggest
+            x = x0 + 10 + s * bar_w
+            parts.append(
+                f"<rect x='{x + 4:.1f}' y='{150 - h:.1f}' width='{bar_w - 8:.1f}' height='{max(h, 1):.1f}' "
+                f"rx='2' fill='{_PALETTE[s % len(_PALETTE)]}'>"
+                f"<title>{escape(label)} in {escape(series[s])}: {value:,}</title></rect>"
+                f"<text x='{x + bar_w / 2:.1f}' y='{146 - h:.1f}' text-anchor='middle' font-size='11' "
+                f"fill='#1f2933'>{value:,}</text>"
+                f"<text x='{x + bar_w / 2:.1f}' y='168' text-anchor='middle' font-size='11' fill='#616e7c'>"
+                f"{escape(series[s])}</text>"
+            )
     return f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' class='chart'>{''.join(parts)}</svg>"
 
 
@@ -206,10 +240,7 @@ def path_diagram(path: Sequence[PathStep], *, highlight_last: bool = True) -> st
         return "<p class='note'>No path from the GC roots (only weak retainers).</p>"
     width, box_h, gap, box_w = 1100, 34, 30, 420
     x = 60
-    parts = [
-        "<defs><marker id='arrow' viewBox='0 0 10 10' refX='5' refY='9' markerWidth='8' markerHeight='8' "
-        "orient='auto'><path d='M0,0 L10,0 L5,10 z' fill='#9aa5b1'/></marker></defs>"
-    ]
+    parts: list[str] = []
     for i, step in enumerate(path):
         y = 10 + i * (box_h + gap)
         last = highlight_last and i == len(path) - 1
@@ -225,8 +256,8 @@ def path_diagram(path: Sequence[PathStep], *, highlight_last: bool = True) -> st
             y1, y2 = y + box_h, y + box_h + gap
             parts.append(
                 f"<line x1='{x + 40}' x2='{x + 40}' y1='{y1}' y2='{y2 - 3}' stroke='#9aa5b1' "
-                "stroke-width='2' "
-                f"marker-end='url(#arrow)'/>"
+                "stroke-width='2'/>"
+                f"<path d='M{x + 34},{y2 - 8} L{x + 46},{y2 - 8} L{x + 40},{y2} z' fill='#9aa5b1'/>"
                 f"<text x='{x + 54}' y='{y1 + gap / 2 + 5}' font-size='12' fill='#c05621' "
                 f"font-family='DejaVu Sans Mono, monospace'>{escape(_clip(path[i + 1].edge, 80))}</text>"
             )

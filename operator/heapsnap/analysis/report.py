@@ -48,7 +48,9 @@ def _class_rows(rows: Sequence[ClassSummary], total: int) -> str:
 def summary_page(source: str, analysis: Analysis, rows: Sequence[ClassSummary], top: int) -> str:
     snapshot = analysis.snapshot
     total = analysis.total_size
-    user = [r for r in rows if not r.name.startswith("(") and not r.name.startswith("system /")]
+    user = [
+        r for r in rows if not r.name.startswith(("(", "system /")) and r.name not in ("global", "Object")
+    ]
     bars = [
         h.Bar(r.name, r.retained_size, f"{human_size(r.retained_size)} · {r.count:,} objects")
         for r in rows[:15]
@@ -146,7 +148,7 @@ def leaks_page(
     top: int,
 ) -> str:
     suspects = report.suspects[:top]
-    names = [s.name for s in suspects[:8]]
+    names = [s.name for s in suspects[:6]]
     per_snapshot = [
         _counts_by_class(snapshots[0], names),
         _counts_by_class(snapshots[1], names),
@@ -177,7 +179,7 @@ def leaks_page(
             "Growth between snapshots",
             "Objects of the suspect classes in each snapshot: a leak grows from baseline to target "
             "and stays in final.",
-            h.grouped_chart(["baseline", "target", "final"], groups),
+            h.small_multiples(["baseline", "target", "final"], groups),
             "growth",
         ),
     ]

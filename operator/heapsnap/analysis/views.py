@@ -202,11 +202,13 @@ class _Identity:
 
     @property
     def comparable(self) -> bool:
-        return self.common > 0 and self.matching >= 0.9 * self.common
+        # Measured: 100% within one session; about 93% between two runs of one program,
+        # whose deterministic start-up gives many objects the same ids.
+        return self.common > 0 and self.matching >= 0.98 * self.common
 
 
 def _identity(base: HeapSnapshot, current: HeapSnapshot, sample: int = 20_000) -> _Identity:
-    """How many ids both snapshots hold, and how many of those name the same class in each.
+    """How many ids both snapshots hold, and how many name an object of the same class and size.
 
     Ids are assigned per inspector session: within one, an object keeps its id; after a
     session closes (or in another process) ids restart and name unrelated objects.
@@ -216,7 +218,10 @@ def _identity(base: HeapSnapshot, current: HeapSnapshot, sample: int = 20_000) -
         return _Identity(0, 0)
     rng = np.random.default_rng(0)
     pick = rng.choice(common.size, size=min(sample, common.size), replace=False)
-    same = _class_names(base, base_at[pick]) == _class_names(current, current_at[pick])
+    base_at, current_at = base_at[pick], current_at[pick]
+    same = (_class_names(base, base_at) == _class_names(current, current_at)) & (
+        base.self_size[base_at] == current.self_size[current_at]
+    )
     return _Identity(int(pick.size), int(np.count_nonzero(same)))
 
 
@@ -260,7 +265,8 @@ def compare(
     identity = _identity(base, current)
     if identity.comparable:
         reason = (
-            f"{identity.matching} of {identity.common} sampled common ids name the same class in both: "
+            f"{identity.matching} of {identity.common} sampled common ids name objects of the same "
+            "class and size in both: "
             "objects were matched by id"
         )
         return Comparison("ids", reason, _diff_by_id(base, current))
@@ -273,7 +279,8 @@ def compare(
         )
     reason = (
         "object ids are not comparable (only "
-        f"{identity.matching} of {identity.common} sampled common ids name the same class: the inspector "
+        f"{identity.matching} of {identity.common} sampled common ids name objects of the same class "
+        "and size: the inspector "
         "session closed between the snapshots, or they come from two runs of one program): "
         "classes were compared by their counts and sizes"
     )
@@ -384,7 +391,7 @@ def find_leaks(
         if not identity.comparable:
             raise InvalidInput(
                 f"object ids of {pair[0]} and {pair[1]} are not comparable ({identity.matching} of "
-                f"{identity.common} sampled common ids name the same class): take all three snapshots "
+                f"{identity.common} sampled common ids name objects of the same class and size): take all three snapshots "
                 "in one inspector session or with v8.writeHeapSnapshot() in one process"
             )
     new_ids = np.setdiff1d(target.node_id, baseline.node_id, assume_unique=False)
