@@ -57,10 +57,7 @@ def test_snapshots_whose_ids_restarted_are_compared_by_counts(
 
 def test_snapshots_of_different_programs_are_refused(series: SnapshotSeries, other_program: Path) -> None:
     other = read_snapshot(other_program)
-    if series.node == "node":
-        message = "different processes"
-    else:
-        message = "different V8 versions"
+    message = "different processes" if series.node == "node" else "different V8 versions"
     with pytest.raises(InvalidInput, match=message):
         compare(read_snapshot(series.target), other)
 

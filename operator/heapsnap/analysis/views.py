@@ -391,7 +391,8 @@ def find_leaks(
         if not identity.comparable:
             raise InvalidInput(
                 f"object ids of {pair[0]} and {pair[1]} are not comparable ({identity.matching} of "
-                f"{identity.common} sampled common ids name objects of the same class and size): take all three snapshots "
+                f"{identity.common} sampled common ids name objects of the same class and size): "
+                "take all three snapshots "
                 "in one inspector session or with v8.writeHeapSnapshot() in one process"
             )
     new_ids = np.setdiff1d(target.node_id, baseline.node_id, assume_unique=False)
