@@ -375,3 +375,21 @@ async def test_compare_to_problems_leave_the_capture_succeeded(
     assert (analyzed["status"], analyzed["reason"]) == ("False", reason)
     assert "spec.compareTo" in analyzed["message"]
     assert events.items[-1][:2] == ("Warning", reason)
+
+
+async def test_timeout_stops_the_engine_and_aborts_the_upload() -> None:
+    cancelled: list[bool] = []
+
+    async def hang(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        await on_progress(progress("generating"))
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    cluster, backends = FakeCluster(), FakeBackends(hang)
+    await run(body(timeoutSeconds=1), cluster, backends)
+    assert cluster.status["failure"]["reason"] == "CaptureTimeout"
+    assert "spec.timeoutSeconds" in cluster.status["failure"]["message"]
+    assert cancelled == [True] and backends.aborted

@@ -266,31 +266,34 @@ class CaptureRun:
         try:
             async with asyncio.timeout(spec.timeout_seconds):
                 done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-                if watch in done:
-                    watch.result()  # raises the pod's fate
-                return work.result()
+            if watch in done:
+                watch.result()  # raises the pod's fate
+            return work.result()
         except TimeoutError:
+            await self._discard(work, config, keys)
             raise CaptureTimeout(
                 f"The capture did not finish within spec.timeoutSeconds ({spec.timeout_seconds} s); "
                 "large heaps need more: create a new HeapSnapshot with a higher timeoutSeconds."
             ) from None
         except BaseException:
-            # A failure after the sink was opened: the engine aborts its sink, and this
-            # makes sure no multipart upload under the resource's key outlives it.
-            work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
-            for key in keys:
-                with contextlib.suppress(Exception):
-                    await self.backends.abort_uploads(config, key)
-                if len(keys) > 1:  # earlier snapshots of a failed series are not kept
-                    with contextlib.suppress(Exception):
-                        await self.backends.delete_object(config, key)
+            await self._discard(work, config, keys)
             raise
         finally:
             watch.cancel()
             with contextlib.suppress(BaseException):
                 await watch
+
+    async def _discard(self, work: asyncio.Future[Any], config: Any, keys: list[str]) -> None:
+        """Stop the engine and make sure no upload or object of this resource outlives it."""
+        work.cancel()
+        with contextlib.suppress(BaseException):
+            await work
+        for key in keys:
+            with contextlib.suppress(Exception):
+                await self.backends.abort_uploads(config, key)
+            if len(keys) > 1:  # earlier snapshots of a failed series are not kept
+                with contextlib.suppress(Exception):
+                    await self.backends.delete_object(config, key)
 
     async def _one(self, host: Any, sink: Any, spec: HeapSnapshotSpec) -> list[Any]:
         return [await self.backends.capture(host, sink, spec, self._on_progress)]
