@@ -44,11 +44,25 @@ def _write_series(node: str, out: Path) -> SnapshotSeries:
     )
 
 
+_written: dict[str, SnapshotSeries] = {}
+
+
+def _series(version: str, factory: pytest.TempPathFactory) -> SnapshotSeries:
+    if version not in _written:
+        _written[version] = _write_series(NODES[version], factory.mktemp(f"node{version}") / "series")
+    return _written[version]
+
+
 @pytest.fixture(scope="session", params=sorted(NODES))
 def series(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SnapshotSeries:
     """Baseline, target and final snapshots of one leaky process, per Node.js release."""
-    version: str = request.param
-    return _write_series(NODES[version], tmp_path_factory.mktemp(f"node{version}") / "series")
+    return _series(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def series20(tmp_path_factory: pytest.TempPathFactory) -> SnapshotSeries:
+    """The Node 20 series, for tests that pair it with other Node 20 snapshots."""
+    return _series("20", tmp_path_factory)
 
 
 MEMLAB_VERSION = "2.0.5"

@@ -58,9 +58,12 @@ def test_retained_sizes_and_dominators_of_the_leaked_objects_equal_memlab(
     assert leaky.size == LEAK_COUNT
     holder = int(analysis.dominators.idom[leaky[0]])
     # The leaked objects, what each owns, their holder array and the registry object.
-    payloads = [int(snapshot.edge_to[e]) for n in leaky[:50].tolist() for e in
-                range(int(snapshot.first_edge[n]), int(snapshot.first_edge[n + 1]))
-                if snapshot.edge_label(e) == ".payload"]  # fmt: skip
+    payloads = [
+        int(snapshot.edge_to[e])
+        for n in leaky[:50].tolist()
+        for e in range(int(snapshot.first_edge[n]), int(snapshot.first_edge[n + 1]))
+        if snapshot.edge_label(e) == ".payload"
+    ]
     # memlab drops some V8-internal edges that DevTools keeps, so containers that also hold
     # V8 internals (the holder array's map...) differ by those; the leaked objects do not.
     chosen = [*leaky[:200].tolist(), *payloads]

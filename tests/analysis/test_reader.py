@@ -25,8 +25,12 @@ def test_columns_equal_a_plain_json_reading(series: SnapshotSeries) -> None:
     assert snapshot.layout.node_fields == tuple(fields)
     assert snapshot.node_count == data["snapshot"]["node_count"] == nodes.shape[0]
     assert snapshot.edge_count == data["snapshot"]["edge_count"] == edges.shape[0]
-    for column, name in ((snapshot.node_type, "type"), (snapshot.node_name, "name"), (snapshot.node_id, "id"),
-                         (snapshot.self_size, "self_size")):  # fmt: skip
+    for column, name in (
+        (snapshot.node_type, "type"),
+        (snapshot.node_name, "name"),
+        (snapshot.node_id, "id"),
+        (snapshot.self_size, "self_size"),
+    ):
         assert np.array_equal(column, nodes[:, fields.index(name)]), name
     assert np.array_equal(np.diff(snapshot.first_edge), nodes[:, fields.index("edge_count")])
     assert np.array_equal(snapshot.edge_type, edges[:, 0])
