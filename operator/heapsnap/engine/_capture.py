@@ -48,6 +48,7 @@ MiB = 1 << 20
 _ANY_PROCESS = ProcessSelector()
 _DEFAULTS = CaptureOptions()
 _REPORT_EVERY_BYTES = 4 * MiB
+_SUMMARY_PIECE = 128 << 10
 
 
 async def _report(on_progress: ProgressCallback | None, progress: Progress) -> None:
@@ -142,7 +143,9 @@ async def _deliver(stats: _Stats, sink: Sink, data: bytes, on_progress: Progress
     await sink.write(data)
     if stats.summary is not None:
         try:
-            stats.summary.feed(data)
+            # The summary's temporaries scale with the piece fed: small pieces keep RSS low.
+            for offset in range(0, len(data), _SUMMARY_PIECE):
+                stats.summary.feed(data[offset : offset + _SUMMARY_PIECE])
         except Exception as error:  # the summary is a bonus: never lose the artifact for it
             stats.warnings.append(f"Summary skipped: {error}")
             stats.summary = None

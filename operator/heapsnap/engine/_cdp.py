@@ -41,7 +41,10 @@ class CdpSession:
     @classmethod
     async def connect(cls, url: str) -> CdpSession:
         try:
-            ws = await websockets.connect(url, ping_interval=None, max_size=None, open_timeout=10)
+            # A short queue bounds heapsnap's memory: a message is up to 1.3 MB on Node 24+.
+            ws = await websockets.connect(
+                url, ping_interval=None, max_size=None, max_queue=4, open_timeout=10
+            )
         except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
             raise InspectorUnreachable(f"Could not connect to the inspector at {url}: {error}") from error
         return cls(ws)

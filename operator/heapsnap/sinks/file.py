@@ -13,7 +13,7 @@ from typing import BinaryIO
 from heapsnap.errors import StorageAccessDenied, StorageError
 from heapsnap.sinks.base import Artifact
 
-_FLUSH_BYTES = 4 << 20
+_FLUSH_BYTES = 1 << 20
 
 
 class FileSink:
