@@ -454,3 +454,16 @@ def dominated(idom: Any, root: int) -> tuple[Any, Any]:  # pragma: no cover - co
             children[fill[parent]] = node
             fill[parent] += 1
     return first, children
+
+
+@_jit
+def only_weak_retained(
+    edge_to: Any, edge_type: Any, node_count: int, weak: int, shortcut: int
+) -> Any:  # pragma: no cover - compiled
+    """1 for nodes held by no edge other than weak and shortcut ones (DevTools' orphans)."""
+    only = np.ones(node_count, dtype=np.uint8)
+    for e in range(edge_to.size):
+        kind = edge_type[e]
+        if kind != weak and kind != shortcut:
+            only[edge_to[e]] = 0
+    return only

@@ -49,10 +49,7 @@ def dominators(snapshot: HeapSnapshot) -> Dominators:
     dom_trees = (snapshot.node_type == synthetic) & (snapshot.node_name == dom_trees_name)
     flags = _kernels.page_owned(first_edge, edge_to, edge_type, root, shortcut, element, weak, dom_trees)
     del dom_trees
-    strong = (edge_type != weak) & (edge_type != shortcut)
-    only_weak = np.ones(snapshot.node_count, dtype=np.uint8)
-    only_weak[edge_to[strong]] = 0
-    del strong
+    only_weak = _kernels.only_weak_retained(edge_to, edge_type, snapshot.node_count, weak, shortcut)
     order, rank = _kernels.post_order(first_edge, edge_to, edge_type, root, shortcut, weak, flags, only_weak)
     del only_weak
     ret_first, ret_src, ret_kind = _kernels.retainers(first_edge, edge_to, edge_type)

@@ -202,9 +202,19 @@ class SnapshotTokenizer:
         if not chunk:
             return
         self.bytes_fed += len(chunk)
-        data = self._pending + bytes(chunk) if self._pending else bytes(chunk)
-        self._pending = b""
+        data = bytes(chunk)
         pos = 0
+        if self._pending and self._state == "ints":
+            # Finish the number cut by the previous chunk without copying this chunk.
+            while pos < len(data) and 48 <= data[pos] <= 57:
+                pos += 1
+            if pos == len(data):
+                self._pending += data
+                return
+            self._emit_ints(memoryview(self._pending + data[:pos]))
+        elif self._pending:
+            data = self._pending + data
+        self._pending = b""
         end = len(data)
         while pos < end:
             step = getattr(self, f"_in_{self._state}")
