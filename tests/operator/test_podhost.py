@@ -170,6 +170,10 @@ async def test_port_forward_bridges_each_connection(fake: tuple[FakeApiServer, P
         ({"status": "Success"}, (0, "")),
         ({"status": "Failure", "reason": "NonZeroExitCode", "message": "m"}, (1, "m")),
         ({"status": "Failure", "reason": "InternalError", "message": "no such file"}, (127, "no such file")),
+        (
+            {"status": "Failure", "reason": "InternalError", "message": "x: exit status 3"},
+            (3, "x: exit status 3"),
+        ),
     ],
 )
 async def test_exit_code_from_status(status: dict[str, Any], expected: tuple[int, str]) -> None:

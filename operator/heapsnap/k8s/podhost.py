@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ PORTFORWARD_PROTOCOLS = (Subprotocol("v4.channel.k8s.io"),)
 
 STDOUT, STDERR, ERROR, CLOSE = 1, 2, 3, 255
 _STDERR_LIMIT = 1 << 20
+_EXIT_STATUS = re.compile(r"exit status (\d+)\s*$")
 
 
 def exit_code_from_status(raw: bytes) -> tuple[int, str]:
@@ -57,6 +59,11 @@ def exit_code_from_status(raw: bytes) -> tuple[int, str]:
             if cause.get("reason") == "ExitCode":
                 return int(cause.get("message", "1")), message
         return 1, message
+    # Some kubelets (kwok among them) report a plain failure whose message ends with
+    # Go's exec error: "...: exit status 3".
+    match = _EXIT_STATUS.search(message)
+    if match:
+        return int(match.group(1)), message
     return 127, message
 
 
