@@ -1,0 +1,398 @@
+"""The operator end to end: the real API server (with kwok), real Node.js processes,
+the real S3 server, and the operator as its own process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.operator.conftest import (
+    OperatorProcess,
+    apply_snapshot,
+    events_for,
+    get_snapshot,
+    wait_finished,
+    wait_for,
+)
+from tests.support.nodeproc import LEAKY_APP
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3]
+
+BUSY_APP = r"""
+class LeakyThing { constructor(i) { this.id = i; } }
+globalThis.leaked = [];
+for (let i = 0; i < 20000; i++) globalThis.leaked.push(new LeakyThing(i));
+// Busy for BUSY_MS after BUSY_AFTER_MS: a snapshot signal waits for the JS stack to empty.
+function busy() { const end = Date.now() + Number(process.env.BUSY_MS || 15000); while (Date.now() < end) {} }
+setTimeout(busy, Number(process.env.BUSY_AFTER_MS || 0));
+setInterval(() => {}, 1000);
+console.log('ready');
+"""
+
+
+SIGNALLED = ("signalling", "generating", "transferring")
+
+
+def s3_spec(s3: Any, bucket: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "bucket": bucket or s3.bucket,
+        "endpoint": s3.endpoint,
+        "forcePathStyle": True,
+        "region": "us-east-1",
+        "credentialsSecret": "s3-credentials",
+        **extra,
+    }
+
+
+def snapshot_spec(s3: Any, pod: str, **extra: Any) -> dict[str, Any]:
+    storage = extra.pop("storage", None) or {"s3": s3_spec(s3)}
+    return {"target": {"podName": pod}, "storage": storage, "timeoutSeconds": 120, **extra}
+
+
+def failure(obj: dict[str, Any]) -> tuple[str, str]:
+    f = obj["status"].get("failure") or {}
+    return f.get("reason", ""), f.get("message", "")
+
+
+@pytest.fixture
+def credentials(cluster: Any, namespace: str, s3: Any) -> str:
+    cluster.kubectl(
+        "create", "secret", "generic", "s3-credentials", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
+    )  # fmt: skip
+    return "s3-credentials"
+
+
+# -- the API server validates the spec ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"target": {}}, "set exactly one of spec.target.podName or spec.target.selector"),
+        (
+            {"target": {"podName": "a", "selector": {"matchLabels": {"app": "a"}}}},
+            "set exactly one of spec.target.podName or spec.target.selector",
+        ),
+        ({"target": {"selector": {}}}, "an empty selector would match every pod"),
+        ({"target": {"podName": "a", "process": {"pid": 1, "commandContains": "x"}}}, "at most one"),
+        ({"target": {"podName": "a"}, "method": "gdb"}, 'supported values: "auto", "inspector", "signal"'),
+        ({"target": {"podName": "a"}, "storage": {"s3": {"bucket": "s3://b"}}}, "bare bucket name"),
+        (
+            {"target": {"podName": "a"}, "storage": {"s3": {"bucket": "b", "endpoint": "minio:9000"}}},
+            "must be a URL starting with http:// or https://",
+        ),
+        ({"target": {"podName": "a"}, "inspectorPort": 0}, "inspectorPort"),
+    ],
+)
+def test_invalid_specs_are_rejected_by_the_api_server(
+    cluster: Any, crd: Path, namespace: str, spec: dict[str, Any], words: str
+) -> None:
+    spec.setdefault("storage", {"s3": {"bucket": "snaps"}})
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        apply_snapshot(cluster, namespace, "bad", spec)
+    assert words in info.value.stderr
+
+
+def test_spec_is_immutable(cluster: Any, crd: Path, namespace: str) -> None:
+    spec = {"target": {"podName": "a"}, "storage": {"s3": {"bucket": "snaps"}}}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        apply_snapshot(cluster, namespace, "snap", {**spec, "target": {"podName": "b"}})
+    assert "spec is immutable" in info.value.stderr
+
+
+# -- captures -------------------------------------------------------------------------
+
+
+def test_inspector_capture_of_a_process_started_without_flags(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": "20000"})
+    start_operator()
+    spec = snapshot_spec(s3, "leaky", method="inspector")
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    obj = wait_finished(cluster, namespace, "snap")
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", failure(obj)
+    artifact = status["artifact"]
+    bucket, key = artifact["uri"][len("s3://") :].split("/", 1)
+    stored = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == artifact["sha256"]
+    assert len(stored) == artifact["compressedBytes"]
+    assert status["target"]["method"] == "inspector" and status["target"]["pid"] == pod.pid
+    names = [c["name"] for c in status["summary"]["topConstructors"]]
+    assert "LeakyThing" in names
+    reasons = {e["reason"] for e in events_for(cluster, namespace, "snap")}
+    assert {"TargetResolved", "Succeeded"} <= reasons
+    table = cluster.kubectl("get", "hsnap", "snap", "-n", namespace).stdout
+    assert "Succeeded" in table and "leaky" in table
+
+
+def test_signal_capture(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+    tmp_path: Path,
+) -> None:
+    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={tmp_path}"]
+    pod = node_pod_factory(namespace, "sig", script=LEAKY_APP, node_args=args, env={"LEAKY_COUNT": "20000"})
+    start_operator()
+    spec = snapshot_spec(s3, "sig", method="signal", compression="none")
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    obj = wait_finished(cluster, namespace, "snap")
+    assert obj["status"]["phase"] == "Succeeded", failure(obj)
+    assert obj["status"]["target"]["method"] == "signal"
+    assert list(tmp_path.iterdir()) == [], "the diagnostic file was left behind"
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("missing-pod", "PodNotFound"),
+        ("missing-container", "ContainerNotFound"),
+        ("missing-secret", "SecretNotFound"),
+        ("wrong-credentials", "StorageAccessDenied"),
+        ("missing-bucket", "BucketNotFound"),
+    ],
+)
+def test_failures_have_a_reason(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+    case: str,
+    reason: str,
+) -> None:
+    pod = node_pod_factory(namespace, "app", script=LEAKY_APP, env={"LEAKY_COUNT": "1000"})
+    spec = snapshot_spec(s3, "app")
+    spec["target"]["process"] = {"pid": pod.pid}
+    if case == "missing-pod":
+        spec["target"]["podName"] = "nope"
+    elif case == "missing-container":
+        spec["target"]["container"] = "sidecar"
+    elif case == "missing-secret":
+        spec["storage"]["s3"]["credentialsSecret"] = "nope"
+    elif case == "wrong-credentials":
+        cluster.kubectl(
+            "create", "secret", "generic", "wrong", "-n", namespace,
+            "--from-literal=AWS_ACCESS_KEY_ID=nobody", "--from-literal=AWS_SECRET_ACCESS_KEY=wrong",
+        )  # fmt: skip
+        spec["storage"]["s3"]["credentialsSecret"] = "wrong"
+    elif case == "missing-bucket":
+        spec["storage"]["s3"]["bucket"] = "no-such-bucket"
+    start_operator()
+    apply_snapshot(cluster, namespace, "snap", spec)
+    obj = wait_finished(cluster, namespace, "snap")
+    assert obj["status"]["phase"] == "Failed"
+    got, message = failure(obj)
+    assert got == reason, message
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", reason, message)
+    warnings = [e for e in events_for(cluster, namespace, "snap") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == [reason]
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+
+
+def test_pod_deleted_mid_capture(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+    tmp_path: Path,
+) -> None:
+    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={tmp_path}"]
+    pod = node_pod_factory(namespace, "busy", script=BUSY_APP, node_args=args, env={"BUSY_MS": "25000"})
+    start_operator()
+    spec = snapshot_spec(s3, "busy", method="signal")
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    wait_for(
+        "the signal to be sent",
+        lambda: (get_snapshot(cluster, namespace, "snap").get("status") or {}).get("step") in SIGNALLED,
+        60,
+    )
+    cluster.kubectl("delete", "pod", "busy", "-n", namespace, "--grace-period=0", "--force", "--wait=false")
+    obj = wait_finished(cluster, namespace, "snap")
+    assert failure(obj)[0] == "PodDeleted", failure(obj)
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+
+
+def test_operator_killed_mid_capture_and_restarted(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+    tmp_path: Path,
+) -> None:
+    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={tmp_path}"]
+    env = {"BUSY_MS": "15000"}
+    pod = node_pod_factory(namespace, "busy", script=BUSY_APP, node_args=args, env=env)
+    first = start_operator()
+    spec = snapshot_spec(s3, "busy", method="signal")
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    wait_for(
+        "the capture to be under way",
+        lambda: (get_snapshot(cluster, namespace, "snap").get("status") or {}).get("step") in SIGNALLED,
+        60,
+    )
+    first.kill()
+    start_operator()
+    obj = wait_finished(cluster, namespace, "snap")
+    reason, message = failure(obj)
+    assert reason == "OperatorRestarted", message
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+    # Once the busy loop ends the snapshot is written; a second signal would leave a second file.
+    time.sleep(15)
+    assert len([p for p in tmp_path.iterdir() if p.suffix == ".heapsnapshot"]) <= 1
+
+
+def test_two_snapshots_of_one_pod(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    pod = node_pod_factory(namespace, "app", script=LEAKY_APP, env={"LEAKY_COUNT": "20000"})
+    start_operator()
+    for name in ("one", "two"):
+        spec = snapshot_spec(s3, "app", method="inspector")
+        spec["target"]["process"] = {"pid": pod.pid}
+        apply_snapshot(cluster, namespace, name, spec)
+    results = [wait_finished(cluster, namespace, name) for name in ("one", "two")]
+    assert [r["status"]["phase"] for r in results] == ["Succeeded", "Succeeded"], [
+        failure(r) for r in results
+    ]
+    # One capture per pod: the second took the target only once the first had finished.
+    first, second = sorted(results, key=lambda r: r["status"]["completionTime"])
+    resolved = next(c for c in second["status"]["conditions"] if c["type"] == "TargetResolved")
+    assert resolved["lastTransitionTime"] >= first["status"]["completionTime"]
+    keys = {r["status"]["artifact"]["uri"] for r in results}
+    assert len(keys) == 2
+
+
+@pytest.mark.slow
+def test_twenty_pods_with_a_limit_of_four(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    pods = [
+        node_pod_factory(namespace, f"app-{i}", script=LEAKY_APP, env={"LEAKY_COUNT": "100"})
+        for i in range(20)
+    ]
+    start_operator(HEAPSNAP_MAX_CONCURRENT_CAPTURES="4")
+    for i, pod in enumerate(pods):
+        spec = snapshot_spec(s3, pod.name, method="inspector")
+        spec["target"]["process"] = {"pid": pod.pid}
+        apply_snapshot(cluster, namespace, f"snap-{i}", spec)
+    peak = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        items = json.loads(cluster.kubectl("get", "hsnap", "-n", namespace, "-o", "json").stdout)["items"]
+        phases = [(o.get("status") or {}).get("phase") for o in items]
+        peak = max(peak, sum(p in ("Capturing", "Uploading") for p in phases))
+        if all(p in ("Succeeded", "Failed") for p in phases):
+            break
+        time.sleep(0.1)
+    assert phases == ["Succeeded"] * 20, [(o.get("status") or {}).get("failure") for o in items]
+    assert 1 <= peak <= 4
+
+
+def test_two_replicas_capture_once(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    pod = node_pod_factory(namespace, "app", script=LEAKY_APP, env={"LEAKY_COUNT": "1000"})
+    start_operator(POD_NAME="replica-a")
+    start_operator(POD_NAME="replica-b")
+    spec = snapshot_spec(s3, "app", method="inspector")
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    obj = wait_finished(cluster, namespace, "snap")
+    assert obj["status"]["phase"] == "Succeeded", failure(obj)
+    time.sleep(2)
+    reasons = [e["reason"] for e in events_for(cluster, namespace, "snap")]
+    assert reasons.count("TargetResolved") == 1 and reasons.count("Succeeded") == 1, reasons
+    lease = json.loads(
+        cluster.kubectl("get", "lease", "heapsnap-operator", "-n", namespace, "-o", "json").stdout
+    )
+    assert lease["spec"]["holderIdentity"] in ("replica-a", "replica-b")
+
+
+def test_kubectl_plugin_capture_get_list(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+    tmp_path: Path,
+) -> None:
+    import os
+    import sys
+
+    pod = node_pod_factory(namespace, "app", script=LEAKY_APP, env={"LEAKY_COUNT": "1000"})
+    start_operator()
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+
+    def plugin(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "heapsnap.cli.kubectl", "-n", namespace, *args],
+            capture_output=True,
+            text=True,
+            env={**env, **extra_env},
+            timeout=300,
+        )
+
+    captured = plugin(
+        "capture", "app", "--pid", str(pod.pid), "--method", "inspector", "--s3", f"s3://{s3.bucket}/plugin",
+        "--endpoint", s3.endpoint, "--region", "us-east-1", "--path-style",
+        "--credentials-secret", credentials, "--wait",
+    )  # fmt: skip
+    assert captured.returncode == 0, captured.stderr
+    name = captured.stdout.split("heapsnapshot.heapsnap.dev/")[1].split()[0]
+    sha = get_snapshot(cluster, namespace, name)["status"]["artifact"]["sha256"]
+    assert sha in captured.stdout
+
+    target = tmp_path / "snap.heapsnapshot.gz"
+    fetched = plugin("get", name, "-o", str(target))
+    assert fetched.returncode == 0, fetched.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == sha
+
+    listed = plugin("list")
+    assert listed.returncode == 0 and name in listed.stdout and "Succeeded" in listed.stdout
