@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import load_snapshot, node_count
+from tests.engine.conftest import listening_ports, load_snapshot, node_count
 from tests.support.nodeproc import LEAKY_APP, NodeProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,6 +36,18 @@ def test_capture_to_a_file_prints_the_artifact_and_the_summary(
     assert result["artifact"]["uri"] == str(out)
     assert result["target"]["pid"] == app.pid and result["target"]["method"] == "inspector"
     assert node_count(load_snapshot(out)) > 0
+
+
+async def test_capture_through_an_inspector_address(node_process: StartNode, tmp_path: Path) -> None:
+    app = node_process(LEAKY_APP, version="24", args=["--inspect=127.0.0.1:0"], env={"LEAKY_COUNT": "1000"})
+    (inspector,) = set(await listening_ports(app.pid)) - {app.port}
+    out = tmp_path / "remote.heapsnapshot.gz"
+    done = heapsnap("capture", "--inspect", f"127.0.0.1:{inspector}", "-o", str(out), "--gzip", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["target"]["pid"] == app.pid and not result["target"]["inspector_opened"]
+    assert node_count(load_snapshot(out)) > 0
+    assert inspector in await listening_ports(app.pid)
 
 
 def test_capture_error_is_one_line_and_non_zero(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 boto3 blocks, so every call runs in a thread; parts upload while chunks keep arriving,
 at most ``max_in_flight`` at a time, so heapsnap holds about
-``(max_in_flight + 1) * part_size`` bytes whatever the snapshot size. Any failure
+``(max_in_flight + 1) * part_size`` bytes whatever the snapshot size (one part
+uploading while the next fills, by default: boto3 itself costs ~35 MiB). Any failure
 aborts the multipart upload: nothing is left in the bucket.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import re
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import boto3
 import botocore.config
@@ -114,6 +116,38 @@ def storage_error(error: Exception, config: S3Config, key: str, action: str) -> 
     return UploadFailed(f"S3 failed to {action} {where}: {error}")
 
 
+class _PartBody(io.RawIOBase):
+    """A part's bytes as a seekable file for boto3, without copying them."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        piece = self._view[self._pos : self._pos + len(target)]
+        target[: len(piece)] = piece
+        self._pos += len(piece)
+        return len(piece)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
 class S3Sink:
     """Streams a snapshot into ``s3://bucket/key`` as a multipart upload."""
 
@@ -124,7 +158,7 @@ class S3Sink:
         *,
         gzip: bool = False,
         part_size: int = 8 * MiB,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise InvalidInput(f"part_size {part_size} is below S3's minimum of 5 MiB.")
@@ -138,7 +172,9 @@ class S3Sink:
         self.part_size = part_size
         self._client: S3Client | None = None
         self._upload_id: str | None = None
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None
+        self._free: list[bytearray] = []
+        self._used = 0
         self._parts: dict[int, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -183,43 +219,57 @@ class S3Sink:
             data = self._compressor.compress(data)
         self._digest.update(data)
         self._stored += len(data)
-        self._buffer += data
-        if len(self._buffer) >= self.part_size:
-            await self._send_part()
+        view = memoryview(data)
+        while view:
+            if self._buffer is None:
+                self._buffer = self._free.pop() if self._free else bytearray(self.part_size)
+            taken = min(len(view), self.part_size - self._used)
+            self._buffer[self._used : self._used + taken] = view[:taken]
+            self._used += taken
+            view = view[taken:]
+            if self._used == self.part_size:
+                await self._send_part()
 
     async def _send_part(self) -> None:
         await self.prepare()
         for task in self._tasks:
             if task.done() and task.exception() is not None:
                 await task
-        body, self._buffer = bytes(self._buffer), bytearray()
+        # Part buffers are allocated once and reused: fresh multi-MiB allocations are
+        # not given back to the system promptly and would grow heapsnap's RSS.
+        buffer, used = self._buffer or bytearray(), self._used
+        self._buffer, self._used = None, 0
         number = len(self._tasks) + 1
         await self._slots.acquire()
-        self._tasks.append(asyncio.create_task(self._upload_part(number, body)))
+        self._tasks.append(asyncio.create_task(self._upload_part(number, buffer, used)))
 
-    async def _upload_part(self, number: int, body: bytes) -> None:
+    async def _upload_part(self, number: int, buffer: bytearray, used: int) -> None:
         assert self._client is not None and self._upload_id is not None
         client, upload_id = self._client, self._upload_id
         try:
             reply = await asyncio.to_thread(
                 lambda: client.upload_part(
-                    Bucket=self.config.bucket, Key=self.key, UploadId=upload_id, PartNumber=number, Body=body
+                    Bucket=self.config.bucket,
+                    Key=self.key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=cast(IO[bytes], _PartBody(memoryview(buffer)[:used])),
                 )
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise storage_error(error, self.config, self.key, f"upload part {number} of") from error
         finally:
+            self._free.append(buffer)
             self._slots.release()
         self._parts[number] = reply["ETag"]
 
     async def commit(self) -> Artifact:
         try:
             if self._compressor is not None:
-                tail = self._compressor.flush()
-                self._digest.update(tail)
-                self._stored += len(tail)
-                self._buffer += tail
-            if self._buffer or not self._tasks:
+                tail, self._compressor = self._compressor.flush(), None
+                self._size -= len(tail)  # write() counts it as input; it is only output
+                await self.write(tail)
+            if self._used or not self._tasks:
                 await self._send_part()
             await asyncio.gather(*self._tasks)
             assert self._client is not None and self._upload_id is not None
@@ -255,7 +305,7 @@ class S3Sink:
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._buffer = bytearray()
+        self._buffer, self._free = None, []
         if self._upload_id is not None and self._client is not None:
             client, upload_id = self._client, self._upload_id
             with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
