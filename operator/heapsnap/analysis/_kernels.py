@@ -66,25 +66,33 @@ def parse_ints_into(raw: Any, out: Any) -> tuple[int, int]:  # pragma: no cover 
 
 
 @_jit
-def retainers(first_edge: Any, edge_to: Any, edge_type: Any) -> tuple[Any, Any, Any]:  # pragma: no cover
-    """Reverse adjacency: per node, the nodes holding an edge to it and that edge's type."""
+def essential_retainers(
+    first_edge: Any, edge_to: Any, edge_type: Any, root: int, shortcut: int, weak: int, first: Any
+) -> Any:  # pragma: no cover - compiled
+    """Reverse adjacency over essential edges: ``first`` (zeroed, one longer than the
+    nodes) gets the offsets; returns the holders. Each node's holders are listed last
+    edge first, the order in which DevTools' ``_buildRetainers`` leaves them."""
     node_count = first_edge.size - 1
-    first = np.zeros(node_count + 1, dtype=np.int64)
-    for e in range(edge_to.size):
-        first[edge_to[e] + 1] += 1
-    for i in range(node_count):
-        first[i + 1] += first[i]
-    fill = first[:-1].copy()
-    src = np.empty(edge_to.size, dtype=np.uint32)
-    kind = np.empty(edge_to.size, dtype=np.uint8)
     for node in range(node_count):
         for e in range(first_edge[node], first_edge[node + 1]):
+            kind = edge_type[e]
+            if kind == weak or (kind == shortcut and node != root):
+                continue
+            first[edge_to[e] + 1] += 1
+    for i in range(node_count):
+        first[i + 1] += first[i]
+    holders = np.empty(first[node_count], dtype=np.uint32)
+    for i in range(node_count):
+        first[i] = first[i + 1]
+    for node in range(node_count):
+        for e in range(first_edge[node], first_edge[node + 1]):
+            kind = edge_type[e]
+            if kind == weak or (kind == shortcut and node != root):
+                continue
             to = edge_to[e]
-            slot = fill[to]
-            src[slot] = node
-            kind[slot] = edge_type[e]
-            fill[to] = slot + 1
-    return first, src, kind
+            first[to] -= 1
+            holders[first[to]] = node
+    return holders
 
 
 @_jit
@@ -213,9 +221,7 @@ def dominators(
     edge_type: Any,
     ret_first: Any,
     ret_src: Any,
-    ret_kind: Any,
     root: int,
-    shortcut: int,
     weak: int,
     flags: Any,
 ) -> Any:  # pragma: no cover - compiled
@@ -249,9 +255,6 @@ def dominators(
             orphan = True
             for r in range(ret_first[node], ret_first[node + 1]):
                 holder = ret_src[r]
-                kind = ret_kind[r]
-                if kind == weak or (kind == shortcut and holder != root):
-                    continue
                 orphan = False
                 if holder != root and node_flag and not flags[holder]:
                     continue

@@ -9,6 +9,7 @@ retained sizes summed in post-order, distances breadth-first from the user roots
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,10 @@ def _edge_type(snapshot: HeapSnapshot, name: str) -> int:
     return index if index >= 0 else 255
 
 
+def _offset_type(count: int) -> type[np.unsignedinteger[Any]]:
+    return np.uint32 if count < 2**32 else np.uint64
+
+
 def dominators(snapshot: HeapSnapshot) -> Dominators:
     """Immediate dominators, post-order and retained sizes of every node."""
     root = snapshot.root
@@ -52,11 +57,12 @@ def dominators(snapshot: HeapSnapshot) -> Dominators:
     only_weak = _kernels.only_weak_retained(edge_to, edge_type, snapshot.node_count, weak, shortcut)
     order, rank = _kernels.post_order(first_edge, edge_to, edge_type, root, shortcut, weak, flags, only_weak)
     del only_weak
-    ret_first, ret_src, ret_kind = _kernels.retainers(first_edge, edge_to, edge_type)
+    ret_first = np.zeros(snapshot.node_count + 1, dtype=_offset_type(snapshot.edge_count))
+    ret_src = _kernels.essential_retainers(first_edge, edge_to, edge_type, root, shortcut, weak, ret_first)
     idom = _kernels.dominators(
-        order, rank, first_edge, edge_to, edge_type, ret_first, ret_src, ret_kind, root, shortcut, weak, flags
+        order, rank, first_edge, edge_to, edge_type, ret_first, ret_src, root, weak, flags
     )
-    del ret_first, ret_src, ret_kind, rank, flags
+    del ret_first, ret_src, rank, flags
     retained = _kernels.retained_sizes(order, idom, snapshot.self_size)
     return Dominators(idom=idom, retained=retained, order=order)
 

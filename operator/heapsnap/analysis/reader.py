@@ -99,37 +99,45 @@ class HeapSnapshot:
 
 
 class StringTable:
-    """The snapshot's strings, kept as their raw (escaped) bytes and decoded on access."""
+    """The snapshot's strings, kept as their raw (escaped) bytes and decoded on access.
+
+    Each chunk's run of strings is one segment; string ``i`` lies in the segment whose
+    first index is the last one at or below ``i``.
+    """
 
     def __init__(self) -> None:
         self._segments: list[bytes] = []
-        self._parts: list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
-        self._segment = np.empty(0, dtype=np.uint32)
+        self._firsts: list[int] = []
+        self._parts: list[tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]] = []
+        self._first = np.zeros(1, dtype=np.int64)
         self._start = np.empty(0, dtype=np.uint32)
         self._end = np.empty(0, dtype=np.uint32)
+        self._count = 0
         self._cache: dict[int, str] = {}
 
     def add(self, run: StringRun) -> None:
-        self._parts.append((len(self._segments), run.starts, run.ends))
+        self._firsts.append(self._count)
         self._segments.append(run.data)
+        self._parts.append((run.starts.astype(np.uint32), run.ends.astype(np.uint32)))
+        self._count += len(run)
 
     def seal(self) -> None:
         if not self._parts:
             return
-        self._segment = np.concatenate(
-            [np.full(starts.size, seg, dtype=np.uint32) for seg, starts, _ in self._parts]
-        )
-        self._start = np.concatenate([starts for _, starts, _ in self._parts]).astype(np.uint32)
-        self._end = np.concatenate([ends for _, _, ends in self._parts]).astype(np.uint32)
+        self._first = np.array(self._firsts, dtype=np.int64)
+        self._start = np.concatenate([starts for starts, _ in self._parts])
+        self._end = np.concatenate([ends for _, ends in self._parts])
         self._parts = []
 
     def __len__(self) -> int:
-        return int(self._segment.size)
+        return self._count
 
     def __getitem__(self, index: int) -> str:
         cached = self._cache.get(index)
         if cached is None:
-            segment = self._segments[int(self._segment[index])]
+            if not 0 <= index < self._count:
+                raise IndexError(index)
+            segment = self._segments[int(np.searchsorted(self._first, index, side="right")) - 1]
             cached = decode_string(segment[int(self._start[index]) : int(self._end[index])])
             self._cache[index] = cached
         return cached
@@ -137,12 +145,14 @@ class StringTable:
     def index_of(self, text: str) -> int:
         """Index of the first string equal to ``text``, or -1."""
         needle = json.dumps(text).encode()
+        bounds = [*self._firsts, self._count]
         for number, segment in enumerate(self._segments):
             at = segment.find(needle)
             while at >= 0:
-                hits = np.flatnonzero((self._segment == number) & (self._start == at + 1))
-                if hits.size and int(self._end[hits[0]]) == at + len(needle) - 1:
-                    return int(hits[0])
+                low, high = bounds[number], bounds[number + 1]
+                hits = np.flatnonzero(self._start[low:high] == at + 1)
+                if hits.size and int(self._end[low + hits[0]]) == at + len(needle) - 1:
+                    return low + int(hits[0])
                 at = segment.find(needle, at + 1)
         return -1
 
