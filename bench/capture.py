@@ -4,7 +4,7 @@ One run, each method on a fresh target of the same size (small objects). Prints 
 time, the target's pause, ratios to writeHeapSnapshot, heapsnap's peak RSS and the
 target's peak RSS under each method (VmHWM, reset through /proc/PID/clear_refs).
 
-    .venv/bin/python -m bench.capture                 # ~180 MB heap (-m: bench/operator.py shadows a stdlib module)
+    .venv/bin/python -m bench.capture                 # ~180 MB heap (run with -m from the repository root)
     .venv/bin/python -m bench.capture --heap-mb 900   # ~900 MB heap: ~8 GB in the target
 """
 
@@ -31,7 +31,9 @@ from tests.support.s3server import free_port  # noqa: E402
 TARGET = r"""
 const http = require('http');
 const v8 = require('v8');
-class Item { constructor(i) { this.id = i; this.name = 'item-' + i; } }
+// One heap object per item (shared names, small-integer ids): ~270 B per node to snapshot.
+const NAMES = Array.from({ length: 100 }, (_, i) => 'name-' + i);
+class Item { constructor(i) { this.id = i; this.name = NAMES[i % 100]; this.next = null; } }
 const keep = [];
 const goal = Number(process.env.HEAP_MB) * 1024 * 1024;
 for (let i = 0; process.memoryUsage().heapUsed < goal; i++) {
