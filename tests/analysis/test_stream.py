@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 
+from heapsnap.analysis.render import summary_table
 from heapsnap.analysis.stream import StreamingSummary
 from heapsnap.errors import SnapshotFormatError
 
@@ -122,3 +125,19 @@ def test_a_file_of_json_that_is_no_snapshot_is_refused() -> None:
     streaming.feed(b'{"hello": "world", "list": [1, 2]}')
     with pytest.raises(SnapshotFormatError, match="not a V8 heap snapshot"):
         streaming.finish()
+
+
+def test_the_capture_path_does_not_load_the_compiled_analyses() -> None:
+    code = (
+        "import sys; from heapsnap.analysis.stream import StreamingSummary; "
+        "from heapsnap.analysis.render import summary_table; "
+        "print('numba' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_summary_table_lists_both_rankings(series: SnapshotSeries) -> None:
+    text = summary_table(_summarize(series.target.read_bytes(), [1 << 20], top=3).finish())
+    assert "Top constructors by self size" in text and "Top constructors by count" in text
+    assert len(text.splitlines()) == 1 + 2 * (1 + 1 + 2 + 3)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from heapsnap.analysis.graph import PathStep
-from heapsnap.analysis.stream import SnapshotSummary
-from heapsnap.analysis.views import ClassSummary, Comparison, LeakReport, Retainer
+if TYPE_CHECKING:
+    # Only for annotations: the capture path imports this module for summary_table and
+    # must not load the compiled analyses (numba) with them.
+    from heapsnap.analysis.graph import PathStep
+    from heapsnap.analysis.stream import SnapshotSummary
+    from heapsnap.analysis.views import ClassSummary, Comparison, LeakReport, Retainer
 
 __all__ = [
     "class_table",
