@@ -152,7 +152,9 @@ def test_signal_capture(
     credentials: str,
     tmp_path: Path,
 ) -> None:
-    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={tmp_path}"]
+    diag = tmp_path / "diag"
+    diag.mkdir()
+    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={diag}"]
     pod = node_pod_factory(namespace, "sig", script=LEAKY_APP, node_args=args, env={"LEAKY_COUNT": "20000"})
     start_operator()
     spec = snapshot_spec(s3, "sig", method="signal", compression="none")
@@ -161,7 +163,7 @@ def test_signal_capture(
     obj = wait_finished(cluster, namespace, "snap")
     assert obj["status"]["phase"] == "Succeeded", failure(obj)
     assert obj["status"]["target"]["method"] == "signal"
-    assert list(tmp_path.iterdir()) == [], "the diagnostic file was left behind"
+    assert list(diag.iterdir()) == [], "the diagnostic file was left behind"
 
 
 @pytest.mark.parametrize(
