@@ -92,7 +92,7 @@ def start_operator(
             "HEAPSNAP_LEASE_NAMESPACE": namespace,
             "HEAPSNAP_HEALTH_PORT": "0",
             "POD_NAME": "operator-0",
-            "HEAPSNAP_LOG_LEVEL": "DEBUG",
+            "HEAPSNAP_LOG_LEVEL": "INFO",
             **env,
         }
         process = OperatorProcess(cluster.kubeconfig, tmp_path / f"operator-{len(started)}.log", settings)

@@ -180,6 +180,8 @@ class PodHost:
             connections.add(task)
             try:
                 await self._bridge(port, reader, writer)
+            except asyncio.CancelledError:
+                pass  # connect_port is closing: ending quietly keeps asyncio from logging it
             except Exception as error:  # one broken connection must not kill the listener
                 logger.debug("port-forward connection to %s:%d ended: %s", self.description, port, error)
             finally:
