@@ -25,10 +25,18 @@ fi
 
 command -v go >/dev/null || { echo "go is missing from PATH: install Go >= 1.26" >&2; exit 1; }
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
-flags=(-trimpath "-ldflags=-s -w")
+# Without these the API server reports v0.0.0-master, which helm's kubeVersion checks
+# and clients' version-skew logic reject (the variables hack/lib/version.sh sets).
+minor="${KUBERNETES_VERSION#v1.}"
+minor="${minor%%.*}"
+k8s_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
 mkdir -p "$bin"
 times="$cache/build-times.txt"
-: >"$times"
+touch "$times"
 
 timed() {
   local name=$1 start=$SECONDS
@@ -40,24 +48,26 @@ timed() {
 }
 
 build_here() {
-  local name=$1 pkg=$2
-  (cd "$here" && go build "${flags[@]}" -o "$bin/$name.tmp" "$pkg") && mv "$bin/$name.tmp" "$bin/$name"
+  local name=$1 pkg=$2 ldflags=${3:-"-s -w"}
+  (cd "$here" && go build -trimpath "-ldflags=$ldflags" -o "$bin/$name.tmp" "$pkg") && mv "$bin/$name.tmp" "$bin/$name"
 }
 
 install_module() {
-  local name=$1 pkg=$2 gobin="$cache/gobin.tmp"
+  local name=$1 pkg=$2 ldflags=${3:-"-s -w"} gobin="$cache/gobin.tmp"
   rm -rf "$gobin" && mkdir -p "$gobin"
-  (cd "$cache" && GOBIN="$gobin" go install "${flags[@]}" "$pkg") && mv "$gobin/$name" "$bin/$name"
+  (cd "$cache" && GOBIN="$gobin" go install -trimpath "-ldflags=$ldflags" "$pkg") && mv "$gobin/$name" "$bin/$name"
   rm -rf "$gobin"
 }
 
 total=$SECONDS
-timed kube-apiserver build_here kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-timed kube-controller-manager build_here kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
-timed kubectl build_here kubectl k8s.io/kubernetes/cmd/kubectl
+timed kube-apiserver build_here kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
+timed kube-controller-manager build_here kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
+timed kubectl build_here kubectl k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
 timed etcd build_here etcd go.etcd.io/etcd/server/v3
 timed kwok install_module kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-timed helm install_module helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+# helm's version variable defaults to the minor release only ("v3.22").
+timed helm install_module helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 echo "total $((SECONDS - total))s" | tee -a "$times" >&2
 complete
 echo "$cache"
