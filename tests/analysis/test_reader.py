@@ -75,3 +75,13 @@ def test_bad_files_are_clear_errors(series: SnapshotSeries, tmp_path: Path, mang
 def test_a_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="does not exist"):
         read_snapshot(tmp_path / "nope.heapsnapshot")
+
+
+def test_nodes_only_reading_keeps_nodes_and_counts_edges(series: SnapshotSeries) -> None:
+    full = read_snapshot(series.target)
+    light = read_snapshot(series.target, edges=False)
+    assert not light.edges_loaded and full.edges_loaded
+    assert light.edge_count == full.edge_count
+    assert light.edge_to.size == 0
+    assert np.array_equal(light.node_id, full.node_id)
+    assert np.array_equal(light.self_size, full.self_size)

@@ -44,8 +44,14 @@ def _offset_type(count: int) -> type[np.unsignedinteger[Any]]:
     return np.uint32 if count < 2**32 else np.uint64
 
 
+def _require_edges(snapshot: HeapSnapshot) -> None:
+    if not snapshot.edges_loaded:
+        raise ValueError("this analysis needs the edges: read the snapshot with edges=True")
+
+
 def dominators(snapshot: HeapSnapshot) -> Dominators:
     """Immediate dominators, post-order and retained sizes of every node."""
+    _require_edges(snapshot)
     root = snapshot.root
     weak, shortcut, element = (_edge_type(snapshot, n) for n in ("weak", "shortcut", "element"))
     first_edge, edge_to, edge_type = snapshot.first_edge, snapshot.edge_to, snapshot.edge_type
@@ -100,6 +106,7 @@ class ShortestPaths:
 
 def shortest_paths(snapshot: HeapSnapshot) -> ShortestPaths:
     """Distances and parent edges, breadth-first from the user roots then the system roots."""
+    _require_edges(snapshot)
     root = snapshot.root
     weak = _edge_type(snapshot, "weak")
     first_edge, edge_to, edge_type = snapshot.first_edge, snapshot.edge_to, snapshot.edge_type

@@ -88,7 +88,7 @@ def _options(args: argparse.Namespace) -> Any:
     return S3Options(endpoint_url=args.s3_endpoint, region=args.s3_region, path_style=args.s3_path_style)
 
 
-def _load(args: argparse.Namespace, source: str) -> Any:
+def _load(args: argparse.Namespace, source: str, *, edges: bool = True) -> Any:
     from heapsnap.analysis.reader import read_snapshot
 
     if not source.startswith("s3://") and not Path(source).exists():
@@ -96,7 +96,7 @@ def _load(args: argparse.Namespace, source: str) -> Any:
             f"snapshot {source!r} does not exist: give the path of a .heapsnapshot or an s3:// URI"
         )
     try:
-        return read_snapshot(source, s3=_options(args))
+        return read_snapshot(source, s3=_options(args), edges=edges)
     except StorageError:
         raise
     except MemoryError:
@@ -189,7 +189,7 @@ def _diff(args: argparse.Namespace) -> int:
     from heapsnap.analysis.views import compare
 
     top = _top(args)
-    base, current = _load(args, args.base), _load(args, args.current)
+    base, current = _load(args, args.base, edges=False), _load(args, args.current, edges=False)
     comparison = compare(base, current, (args.base, args.current))
     payload = {"base": args.base, "current": args.current, **comparison.to_dict()}
     payload["classes"] = payload["classes"][:top]
@@ -204,7 +204,7 @@ def _leaks(args: argparse.Namespace) -> int:
     from heapsnap.analysis.views import analyze, find_leaks
 
     top = _top(args)
-    base, target = _load(args, args.base), _load(args, args.target)
+    base, target = _load(args, args.base, edges=False), _load(args, args.target, edges=False)
     final = analyze(_load(args, args.final))
     result = find_leaks(base, target, final, include_internal=args.all)
     payload = {"base": args.base, "target": args.target, "final": args.final, **result.to_dict()}
