@@ -15,7 +15,6 @@ __all__ = [
     "cards",
     "data_table",
     "diverging_chart",
-    "grouped_chart",
     "page",
     "path_diagram",
 ]
@@ -191,46 +190,6 @@ def small_multiples(series: Sequence[str], groups: Sequence[tuple[str, Sequence[
                 f"<text x='{x + bar_w / 2:.1f}' y='168' text-anchor='middle' font-size='11' fill='#616e7c'>"
                 f"{escape(series[s])}</text>"
             )
-    return f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' class='chart'>{''.join(parts)}</svg>"
-
-
-def grouped_chart(series: Sequence[str], groups: Sequence[tuple[str, Sequence[int]]]) -> str:
-    """Vertical bars per group (a class), one per series (a snapshot), with a legend."""
-    if not groups:
-        return "<p class='note'>Nothing to show.</p>"
-    width, height, left, bottom, top = 1100, 300, 70, 70, 30
-    plot_w, plot_h = width - left - 20, height - top - bottom
-    biggest = max((max(values) for _, values in groups), default=1) or 1
-    slot = plot_w / len(groups)
-    bar_w = min(38.0, slot * 0.8 / len(series))
-    parts = []
-    for tick in range(5):
-        value = biggest * tick / 4
-        y = top + plot_h - plot_h * tick / 4
-        parts.append(
-            f"<line x1='{left}' x2='{width - 20}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e4e7eb'/>"
-            f"<text x='{left - 8}' y='{y + 4:.1f}' text-anchor='end' font-size='11' fill='#616e7c'>"
-            f"{value:,.0f}</text>"
-        )
-    for g, (label, values) in enumerate(groups):
-        x0 = left + g * slot + (slot - bar_w * len(series)) / 2
-        for s, value in enumerate(values):
-            h = plot_h * value / biggest
-            parts.append(
-                f"<rect x='{x0 + s * bar_w:.1f}' y='{top + plot_h - h:.1f}' width='{bar_w - 2:.1f}' "
-                f"height='{h:.1f}' fill='{_PALETTE[s % len(_PALETTE)]}'>"
-                f"<title>{escape(label)} in {escape(series[s])}: {value:,}</title></rect>"
-            )
-        parts.append(
-            f"<text x='{left + g * slot + slot / 2:.1f}' y='{top + plot_h + 18}' text-anchor='middle' "
-            f"font-size='12' fill='#1f2933'>{escape(_clip(label, max(6, int(slot / 7))))}</text>"
-        )
-    for s, name in enumerate(series):
-        x = left + s * 150
-        parts.append(
-            f"<rect x='{x}' y='{height - 22}' width='12' height='12' fill='{_PALETTE[s % len(_PALETTE)]}'/>"
-            f"<text x='{x + 18}' y='{height - 12}' font-size='12' fill='#1f2933'>{escape(name)}</text>"
-        )
     return f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' class='chart'>{''.join(parts)}</svg>"
 
 
