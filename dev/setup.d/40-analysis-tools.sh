@@ -22,4 +22,4 @@ if ! [ -x /usr/bin/chromium ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
-/usr/bin/chromium --version
+/usr/bin/chromium --version 2>/dev/null | grep -q Chromium  # the Debian wrapper prints a harmless shell warning
