@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+import websockets
 from kubernetes import client, stream
 from kubernetes.client.rest import ApiException
 
@@ -326,26 +327,27 @@ async def test_port_forward_reports_a_closed_port(
     assert b"connection refused" in bytes(pf.errors)
 
 
+@pytest.mark.parametrize(
+    ("env", "negotiated"),
+    [
+        ({}, "Sec-Websocket-Protocol: SPDY/3.1+portforward.k8s.io"),
+        ({"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}, "Upgrade: SPDY/3.1"),
+    ],
+    ids=["websocket-tunnel", "spdy"],
+)
 def test_kubectl_port_forward_reaches_the_inspector(
-    cluster: Cluster, namespace: str, node_pod_factory: NodePodFactory
+    cluster: Cluster, namespace: str, node_pod_factory: NodePodFactory, env: dict[str, str], negotiated: str
 ) -> None:
-    pod = node_pod_factory(namespace, "target", script=KEEPALIVE, node_args=["--inspect=127.0.0.1:0"])
+    pod = node_pod_factory(namespace, "target", script=KEEPALIVE, node_args=["--inspect"])
     remote = pod.inspector_port()
     local = free_port()
+    argv = [str(cluster.bin("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "-v=8", "-n", namespace]
     forward = subprocess.Popen(
-        [
-            str(cluster.bin("kubectl")),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "-n",
-            namespace,
-            "port-forward",
-            "pod/target",
-            f"{local}:{remote}",
-            "-v=6",
-        ],
+        [*argv, "port-forward", "pod/target", f"{local}:{remote}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, **env},
     )
     try:
 
@@ -359,4 +361,14 @@ def test_kubectl_port_forward_reaches_the_inspector(
     finally:
         forward.terminate()
         output = forward.communicate(timeout=10)[0]
-    assert "Forwarding from 127.0.0.1" in output
+    assert negotiated in output
+
+
+async def test_exec_into_a_container_the_pod_does_not_have_is_refused(
+    cluster: Cluster, namespace: str, node_pod_factory: NodePodFactory
+) -> None:
+    node_pod_factory(namespace, "target", script=KEEPALIVE)
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await exec_ws(cluster, namespace, "target", ["node", "-v"], container="nope")
+    assert refused.value.response.status_code == 400
+    assert b"container nope is not valid" in refused.value.response.body
