@@ -45,6 +45,8 @@ _NESTED_SECTIONS = frozenset({"trace_tree"})
 _MAX_SMALL_VALUE = 64 * 1024 * 1024
 
 _WHITESPACE = b" \t\r\n"
+#: Bytes of numbers parsed per numpy pass (see ``_emit_ints``).
+_SLICE = 256 * 1024
 _STRING_GAP_CLASS = np.zeros(256, dtype=bool)
 _STRING_GAP_CLASS[list(b", \t\r\n")] = True
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
@@ -320,6 +322,18 @@ class SnapshotTokenizer:
         return close + 1
 
     def _emit_ints(self, view: memoryview) -> None:
+        # The numpy passes allocate several int64 arrays per byte they parse: slicing at
+        # separators bounds those temporaries whatever the chunk size fed.
+        start = 0
+        while len(view) - start > _SLICE:
+            cut = start + _SLICE
+            while cut < len(view) and 48 <= view[cut] <= 57:
+                cut += 1
+            self._emit_slice(view[start:cut])
+            start = cut
+        self._emit_slice(view[start:])
+
+    def _emit_slice(self, view: memoryview) -> None:
         section = self._section
         if self._visitor.wants_values(section):
             values = self._parse(view, section)
