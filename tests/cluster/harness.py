@@ -346,6 +346,13 @@ class Cluster:
             raise
         return cluster
 
+    def _running(self) -> bool:
+        """True while every started component runs; raises with its log when one exited."""
+        for name, popen in self.popens.items():
+            if popen.poll() is not None:
+                raise ClusterError(f"{name} exited with code {popen.returncode}:\n{_tail(self.log(name))}")
+        return True
+
     def _run(self, name: str, argv: list[str], tie_to_parent: bool) -> None:
         popen = spawn(argv, self.log(name), tie_to_parent=tie_to_parent, cwd=self.workdir)
         self.popens[name] = popen
@@ -406,7 +413,7 @@ class Cluster:
         )
         wait_until(
             "kube-apiserver /readyz",
-            self._ready,
+            lambda: self._running() and self._ready(),
             deadline - time.monotonic(),
             logs=[self.log("etcd"), self.log("kube-apiserver")],
         )
@@ -444,14 +451,14 @@ class Cluster:
         self._create_node()
         wait_until(
             f"node {self.node_name} to be Ready",
-            self._node_ready,
+            lambda: self._running() and self._node_ready(),
             deadline - time.monotonic(),
             logs=[self.log("kwok")],
             interval=0.2,
         )
         wait_until(
             "the default service account (kube-controller-manager)",
-            lambda: self._exists("service_account", "default", "default"),
+            lambda: self._running() and self._exists("service_account", "default", "default"),
             deadline - time.monotonic(),
             logs=[self.log("kube-controller-manager")],
             interval=0.2,
