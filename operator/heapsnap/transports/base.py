@@ -33,7 +33,7 @@ class ProcessHost(Protocol):
         argv: Sequence[str],
         *,
         stdout: StdoutCallback | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the transport must stop the remote command too)
     ) -> CommandResult:
         """Run ``argv`` in the target's namespaces; bytes on stdout are passed on unchanged.
 
