@@ -81,3 +81,33 @@ async def test_only_one_elector_holds_the_lease(cluster: Any, namespace: str) ->
     await a.release()
     assert await b._try()
     assert not await a._try()
+
+
+async def test_demo_captures_through_an_in_process_operator(
+    cluster: Any, crd: Any, namespace: str, node_pod_factory: Any, s3: Any
+) -> None:
+    from heapsnap.controller.demo import capture_with_operator
+    from heapsnap.sinks.s3 import S3Config
+
+    pod = node_pod_factory(namespace, "app", script=LEAKY_APP, env={"LEAKY_COUNT": "20000"})
+    config = S3Config(
+        bucket=s3.bucket,
+        endpoint_url=s3.endpoint,
+        region="us-east-1",
+        force_path_style=True,
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+    )
+    phases: list[str] = []
+    obj = await capture_with_operator(
+        kubeconfig=cluster.kubeconfig,
+        namespace=namespace,
+        pod="app",
+        s3=config,
+        pid=pod.pid,
+        method="inspector",
+        timeout_seconds=120,
+        on_update=lambda status: phases.append(str(status.get("phase"))),
+    )
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("failure")
+    assert phases[-1] == "Succeeded" and "LeakyThing" in str(obj["status"]["summary"])

@@ -35,6 +35,26 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo["limits"] = Limits(max_concurrent=4)
 
 
+@kopf.on.login(retries=3)
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf uses the operator's own API connection: one kubeconfig (or service account) for all."""
+    api = memo["cluster"].api
+    cfg = api.configuration
+    header = api.auth_headers().get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return kopf.ConnectionInfo(
+        server=api.server,
+        ca_path=cfg.ssl_ca_cert or None,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme if scheme == "Bearer" else None,
+        token=token if scheme == "Bearer" else None,
+        username=cfg.username or None if scheme != "Bearer" else None,
+        password=cfg.password or None if scheme != "Bearer" else None,
+        certificate_path=cfg.cert_file or None,
+        private_key_path=cfg.key_file or None,
+    )
+
+
 class KopfRecorder:
     """Events on the HeapSnapshot, through kopf's batched poster."""
 
