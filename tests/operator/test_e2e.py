@@ -398,3 +398,44 @@ def test_kubectl_plugin_capture_get_list(
 
     listed = plugin("list")
     assert listed.returncode == 0 and name in listed.stdout and "Succeeded" in listed.stdout
+
+
+GROWING_APP = r"""
+class LeakyThing { constructor(i) { this.id = i; this.payload = 'leak-' + i; } }
+globalThis.kept = [];
+let i = 0;
+setInterval(() => { for (let k = 0; k < 300; k++) globalThis.kept.push(new LeakyThing(i++)); }, 100);
+console.log('ready');
+"""
+
+
+def test_series_and_compare_to(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    pod = node_pod_factory(namespace, "grow", script=GROWING_APP)
+    start_operator()
+    spec = snapshot_spec(s3, "grow", method="inspector", series={"count": 3, "intervalSeconds": 1})
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "series", spec)
+    obj = wait_finished(cluster, namespace, "series", timeout=300)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", failure(obj)
+    assert len(status["artifacts"]) == 3 and status["artifact"] == status["artifacts"][-1]
+    assert status["comparison"]["method"] == "ids"
+    assert "LeakyThing" in [s["name"] for s in status["leakSuspects"]["suspects"]]
+    analyzed = next(c for c in status["conditions"] if c["type"] == "Analyzed")
+    assert analyzed["status"] == "True", analyzed
+
+    later = snapshot_spec(s3, "grow", method="inspector", compareTo="series")
+    later["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "later", later)
+    obj = wait_finished(cluster, namespace, "later", timeout=300)
+    comparison = obj["status"]["comparison"]
+    assert comparison["baseline"] == status["artifact"]["uri"]
+    growth = {c["name"]: c["countDelta"] for c in comparison["classes"]}
+    assert growth.get("LeakyThing", 0) > 0, comparison

@@ -213,9 +213,9 @@ class CaptureRun:
                 self.recorder.event("Normal", "TargetResolved", self._target_words(target))
                 step_condition = c.CAPTURED
                 results = await self._capture(spec, target, config, keys)
+                # Analysed before Ready, so a Succeeded resource already says all it will say.
+                await self._analyze(spec, results)
                 await self._succeeded(results)
-            step_condition = None
-            await self._analyze(spec, results)
         except HeapsnapError as error:
             await self._fail(error, step_condition)
         except ResourceGone:
