@@ -73,7 +73,10 @@ class Row:
 
 def peak_rss(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) * 1024  # type: ignore[union-attr]
+    match = re.search(r"VmHWM:\s+(\d+)", status)
+    if match is None:
+        raise RuntimeError(f"the target {pid} exited: {status.splitlines()[:3]}")
+    return int(match.group(1)) * 1024
 
 
 def reset_peak(pid: int) -> None:
@@ -148,6 +151,10 @@ def run_heapsnap(heap_mb: int, version: str, method: str, args: list[str], env: 
             peak_rss(app.pid),
             note,
         )
+    except Exception:
+        app.stop()
+        print(f"target stderr: {app.stderr[-3000:]}", file=sys.stderr)
+        raise
     finally:
         app.stop()
 

@@ -230,7 +230,7 @@ async def _inspector_target(
     warnings: list[str] = []
     target = TargetInfo(info.pid, agent.version, info.command, "inspector", endpoint.opened_by_us)
     try:
-        async with _inspector.session(host, endpoint) as cdp:
+        async with _inspector.session(host, endpoint, agent.major) as cdp:
             preflight: PreflightEstimate | None = None
             if options.preflight != "skip":
                 await _report(on_progress, Progress("preflight"))

@@ -39,11 +39,12 @@ class CdpSession:
         self.closed_error: BaseException | None = None
 
     @classmethod
-    async def connect(cls, url: str) -> CdpSession:
+    async def connect(cls, url: str, *, queue: int = 16) -> CdpSession:
+        """``queue`` messages are read ahead: what heapsnap does not buffer, the target
+        does (the inspector has no backpressure), so it is sized to about 10 MB."""
         try:
-            # A short queue bounds heapsnap's memory: a message is up to 1.3 MB on Node 24+.
             ws = await websockets.connect(
-                url, ping_interval=None, max_size=None, max_queue=4, open_timeout=10
+                url, ping_interval=None, max_size=None, max_queue=queue, open_timeout=10
             )
         except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
             raise InspectorUnreachable(f"Could not connect to the inspector at {url}: {error}") from error

@@ -137,10 +137,14 @@ async def activate(
 
 
 @contextlib.asynccontextmanager
-async def session(host: ProcessHost, endpoint: InspectorEndpoint) -> AsyncIterator[CdpSession]:
+async def session(
+    host: ProcessHost, endpoint: InspectorEndpoint, node_major: int = 0
+) -> AsyncIterator[CdpSession]:
     """One CDP session; closed on exit, and the inspector too when heapsnap opened it."""
+    # Snapshot chunks are 100 KiB up to Node 22 and 1 MiB from Node 24.
+    queue = 64 if 0 < node_major < 24 else 8
     async with host.connect_port(endpoint.port) as (ip, port):
-        cdp = await CdpSession.connect(f"ws://{ip}:{port}{endpoint.path}")
+        cdp = await CdpSession.connect(f"ws://{ip}:{port}{endpoint.path}", queue=queue)
         try:
             yield cdp
         finally:
@@ -152,7 +156,7 @@ async def session(host: ProcessHost, endpoint: InspectorEndpoint) -> AsyncIterat
             await cdp.close()
 
 
-async def wait_closed(host: ProcessHost, agent: Agent, pid: int, port: int, wait: float = 5.0) -> bool:
+async def wait_closed(host: ProcessHost, agent: Agent, pid: int, port: int, wait: float = 15.0) -> bool:
     """True once ``port`` is no longer an inspector of ``pid`` (or the process is gone)."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
