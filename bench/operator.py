@@ -10,12 +10,18 @@ Starts the local control plane (tests/cluster), a moto S3 server, one Node.js po
 
 from __future__ import annotations
 
+import sys
+
+# Run as a script, this file's directory comes first on sys.path and its name would
+# shadow the standard library's operator module for everything imported below.
+if sys.path and sys.path[0].rstrip("/").endswith("bench"):
+    del sys.path[0]
+
 import argparse
 import asyncio
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
