@@ -68,3 +68,33 @@ def test_demo_finds_the_leak(tmp_path: Path) -> None:
     )
     (snapshot,) = (tmp_path / "demo").iterdir()
     assert node_count(load_snapshot(snapshot)) > 0
+
+
+def test_capture_series_keeps_ids_comparable(node_process: StartNode, tmp_path: Path) -> None:
+    app = node_process(LEAKY_APP, env={"LEAKY_COUNT": "1000"})
+    out = tmp_path / "series.heapsnapshot"
+    done = heapsnap("capture", "--pid", str(app.pid), "-o", str(out), "--series", "3", "--interval", "0.2")
+    assert done.returncode == 0, done.stderr
+    files = [tmp_path / f"series-{n}.heapsnapshot" for n in (1, 2, 3)]
+    assert sorted(tmp_path.iterdir()) == files
+    for number, path in enumerate(files, 1):
+        assert f"series {number}/3" in done.stdout and f"snapshot   {path}" in done.stdout
+    diff = heapsnap("diff", str(files[0]), str(files[2]), "--json")
+    assert diff.returncode == 0, diff.stderr
+    assert json.loads(diff.stdout)["method"] == "ids"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--series", "1", "--interval", "1"], "--series is 1: a series needs at least 2 snapshots"),
+        (["--series", "3"], "--series needs --interval SECONDS"),
+        (["--interval", "1"], "--interval needs --series N"),
+        (["--series", "3", "--interval", "1", "--method", "signal"], "object ids are not comparable"),
+    ],
+)
+def test_capture_series_bad_input_is_refused(tmp_path: Path, extra: list[str], message: str) -> None:
+    done = heapsnap("capture", "--pid", "1", "-o", str(tmp_path / "x.heapsnapshot"), *extra)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert not any(tmp_path.iterdir())

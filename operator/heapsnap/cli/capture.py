@@ -18,6 +18,7 @@ from heapsnap.engine import (
     Progress,
     capture,
     capture_inspector,
+    capture_series,
 )
 from heapsnap.errors import InvalidInput
 from heapsnap.sinks.base import Sink
@@ -55,18 +56,68 @@ def register(sub: Any) -> None:
     parser.add_argument("--s3-region", metavar="REGION")
     parser.add_argument("--s3-path-style", action="store_true", help="address buckets by path, not host name")
     parser.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+    parser.add_argument(
+        "--series",
+        type=int,
+        metavar="N",
+        help="take N snapshots through one inspector session (ids stay comparable); "
+        "files and keys get -1, -2, ... before their suffix",
+    )
+    parser.add_argument(
+        "--interval", type=float, metavar="SECONDS", help="time between the snapshots of a series"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
 
-def _sink(args: argparse.Namespace) -> Sink:
-    if args.output is not None:
-        return FileSink(args.output, gzip=args.gzip)
+def series_name(name: str, number: int) -> str:
+    """``api.heapsnapshot.gz`` -> ``api-2.heapsnapshot.gz``: the number before the suffixes."""
+    head, slash, base = name.rpartition("/")
+    stem, dot, suffix = base.partition(".")
+    return f"{head}{slash}{stem}-{number}{dot}{suffix}"
+
+
+def _check_series(args: argparse.Namespace) -> None:
+    if args.series is None:
+        if args.interval is not None:
+            raise InvalidInput(
+                "--interval needs --series N: it is the time between the snapshots of a series."
+            )
+        return
+    if args.series < 2:
+        raise InvalidInput(
+            f"--series is {args.series}: a series needs at least 2 snapshots (use 3 for leaks)."
+        )
+    if args.interval is None:
+        raise InvalidInput(
+            "--series needs --interval SECONDS: the time to exercise the app between snapshots."
+        )
+    if args.interval < 0:
+        raise InvalidInput(f"--interval is {args.interval:g}: give 0 or more seconds.")
+    if args.method == "signal":
+        raise InvalidInput(
+            "--method signal cannot take a series: each signal snapshot starts a new heap profiler "
+            "session, so object ids are not comparable between them. Use --method inspector."
+        )
+    if args.inspect:
+        raise InvalidInput("--series needs --pid: a series is taken by heapsnap's own inspector session.")
+
+
+def _s3_key(args: argparse.Namespace) -> tuple[str, str]:
     bucket, key = parse_s3_uri(args.s3)
     if not key or key.endswith("/"):
         who = f"pid{args.pid}" if args.pid else "inspector"
         key += f"heapsnap-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{who}.heapsnapshot"
         key += ".gz" if args.gzip else ""
+    return bucket, key
+
+
+def _sink(args: argparse.Namespace, s3_key: tuple[str, str] | None, number: int | None = None) -> Sink:
+    """The sink for the snapshot, or for snapshot ``number`` of a series."""
+    if s3_key is None:
+        path = args.output if number is None else args.output.with_name(series_name(args.output.name, number))
+        return FileSink(path, gzip=args.gzip)
+    bucket, key = s3_key
     config = S3Config(
         bucket=bucket,
         endpoint_url=args.s3_endpoint,
@@ -74,7 +125,7 @@ def _sink(args: argparse.Namespace) -> Sink:
         force_path_style=args.s3_path_style,
         server_side_encryption=args.sse,
     )
-    return S3Sink(config, key, gzip=args.gzip)
+    return S3Sink(config, key if number is None else series_name(key, number), gzip=args.gzip)
 
 
 class ProgressPrinter:
@@ -152,11 +203,35 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput(
             "--method signal needs --pid: a signal cannot be sent through an inspector address."
         )
+    _check_series(args)
     options = CaptureOptions(
         method=args.method, preflight="warn" if args.force else "enforce", timeout_seconds=args.timeout
     )
-    sink = _sink(args)
     printer = ProgressPrinter()
+    s3_key = _s3_key(args) if args.s3 else None
+    if args.series is not None:
+        results = asyncio.run(
+            capture_series(
+                LocalHost(),
+                lambda index: _sink(args, s3_key, index + 1),
+                count=args.series,
+                interval_seconds=args.interval,
+                selector=ProcessSelector(pid=args.pid),
+                options=dataclasses.replace(options, method="inspector"),
+                on_progress=printer,
+            )
+        )
+        if args.json:
+            json.dump([result_to_dict(result) for result in results], sys.stdout, indent=2)
+            print()
+        else:
+            for number, result in enumerate(results, 1):
+                print(
+                    f"series {number}/{len(results)}" if number == 1 else f"\nseries {number}/{len(results)}"
+                )
+                print_result(result)
+        return 0
+    sink = _sink(args, s3_key)
     if args.inspect:
         result = asyncio.run(capture_inspector(args.inspect, sink, options=options, on_progress=printer))
     else:
