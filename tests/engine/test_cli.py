@@ -58,16 +58,29 @@ def test_capture_error_is_one_line_and_non_zero(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-def test_demo_finds_the_leak(tmp_path: Path) -> None:
-    done = heapsnap("demo", "--requests", "40", "--out", str(tmp_path / "demo"), cwd=tmp_path)
+def test_demo_finds_the_leak_with_its_retainer_path(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    done = heapsnap("demo", "--requests", "10", "--interval", "0.5", "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert re.search(r"LeakyThing: 20,000 instances.*this is the leak", done.stdout)
+    suspects = done.stdout.split("4. What leaks", 1)[1].split("5. What grew", 1)[0]
+    rows = [line.split() for line in suspects.splitlines() if line.strip().startswith("LeakyThing ")]
+    assert rows and int(rows[0][1].replace(",", "")) > 0
+    path = suspects.split("Retainer path of LeakyThing @", 1)[1]
+    assert re.search(r"->cache Array @\d+\n\s+\[\d+\] LeakyThing @\d+", path)
+    assert "held by the variable 'cache' (Array)" in suspects
+    assert re.search(r"LeakyThing\s+[\d,]+\s+0\s+\+[\d,]+", done.stdout.split("5. What grew", 1)[1])
+    assert f"HTML report: {out / 'leaks.html'}" in done.stdout
+    assert "LeakyThing" in (out / "leaks.html").read_text()
+    snapshots = sorted(out.glob("*.heapsnapshot"))
+    assert [p.name.split("-", 4)[-1] for p in snapshots] == [
+        "1-baseline.heapsnapshot",
+        "2-target.heapsnapshot",
+        "3-final.heapsnapshot",
+    ]
     pid = int(re.search(r"as pid (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
     assert (
         not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     )
-    (snapshot,) = (tmp_path / "demo").iterdir()
-    assert node_count(load_snapshot(snapshot)) > 0
 
 
 def test_capture_series_keeps_ids_comparable(node_process: StartNode, tmp_path: Path) -> None:
