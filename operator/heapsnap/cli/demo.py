@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -22,6 +27,7 @@ from typing import Any
 from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture_series
 from heapsnap.errors import InvalidInput
 from heapsnap.sinks.file import FileSink
+from heapsnap.sinks.s3 import S3Config
 from heapsnap.transports.local import LocalHost
 
 __all__ = ["STEPS", "DemoContext", "Step", "register"]
@@ -193,12 +199,217 @@ STEPS: list[Step] = [
 ]
 
 
+# The operator on the local control plane (``--cluster``). The harness lives in the
+# checkout's tests/cluster, so this part runs from a checkout only.
+
+ROOT = APP.parents[2]
+CRD = ROOT / "crds" / "heapsnap.dev_heapsnapshots.yaml"
+NAMESPACE = "heapsnap-demo"
+BUCKET = "heapsnap-demo"
+
+
+def _harness() -> Any:
+    if not (ROOT / "tests" / "cluster" / "harness.py").exists():
+        raise InvalidInput(f"{ROOT}/tests/cluster is missing: run 'heapsnap demo --cluster' from a checkout.")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    # Imported by name: the harness is test code, outside the type-checked package.
+    return importlib.import_module("tests.cluster.harness")
+
+
+def _on_exit(ctx: DemoContext, action: Callable[[], object]) -> None:
+    ctx.extra.setdefault("cleanup", []).append(action)
+
+
+def check_binaries(harness: Any) -> None:
+    missing = harness.missing_binaries()
+    if missing:
+        raise InvalidInput(
+            f"the local control plane is not built ({', '.join(missing)} missing from "
+            f"{harness.bin_dir()}): run `bash dev/setup.sh` first."
+        )
+
+
+async def start_control_plane(ctx: DemoContext) -> None:
+    harness = _harness()
+    check_binaries(harness)
+    workdir = Path(tempfile.mkdtemp(prefix="heapsnap-demo-cluster-"))
+    _on_exit(ctx, lambda: shutil.rmtree(workdir, ignore_errors=True))
+    started = time.monotonic()
+    # In the main thread: the harness ties its processes' lives to the thread that forks them.
+    cluster = harness.Cluster.start(workdir)
+    _on_exit(ctx, cluster.stop)
+    ctx.extra["cluster"] = cluster
+    print(
+        f"   etcd, kube-apiserver, kube-controller-manager and kwok up in {time.monotonic() - started:.0f} s"
+    )
+    print(f"   export KUBECONFIG={cluster.kubeconfig}")
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/heapsnapshots.heapsnap.dev")
+    print(f"   applied {CRD.relative_to(ROOT)}")
+
+
+def _s3_server(root: Path) -> tuple[subprocess.Popen[bytes], S3Config, str]:
+    """versitygw from the setup cache, else moto's server from this virtualenv."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    cache = Path(os.environ.get("HEAPSNAP_CACHE") or Path.home() / ".cache" / "heapsnap")
+    found = sorted(cache.glob("versitygw/*/bin/versitygw"))
+    if found:
+        name, access, secret = "versitygw", "HEAPSNAPDEMO", "heapsnap-demo-secret"
+        argv = [str(found[-1]), "--access", access, "--secret", secret, "-q"]
+        argv += ["--port", f"127.0.0.1:{port}", "posix", str(root)]
+    else:
+        name, access, secret = "moto", "demo", "demo"
+        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = S3Config(
+        bucket=BUCKET,
+        endpoint_url=endpoint,
+        region="us-east-1",
+        force_path_style=True,
+        access_key_id=access,
+        secret_access_key=secret,
+    )
+    return server, config, name
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_storage(ctx: DemoContext) -> None:
+    import boto3
+
+    root = Path(ctx.extra["cluster"].workdir) / "s3"
+    root.mkdir()
+    server, config, name = _s3_server(root)
+    _on_exit(ctx, lambda: _stop_process(server))
+    client = boto3.client(
+        "s3",
+        endpoint_url=config.endpoint_url,
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        region_name=config.region,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise InvalidInput(
+                    f"the local S3 server ({name}) did not start at {config.endpoint_url}."
+                ) from None
+            await asyncio.sleep(0.2)
+    ctx.extra["s3"] = config
+    print(f"   {name} at {config.endpoint_url}, bucket {BUCKET}")
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def start_app_pod(ctx: DemoContext) -> None:
+    cluster = ctx.extra["cluster"]
+    cluster.create_namespace(NAMESPACE)
+    pod = cluster.start_node_pod(NAMESPACE, "leaky-app", script=ctx.app.read_text(), env={"PORT": "0"})
+    _on_exit(ctx, pod.stop)
+    ctx.extra["pod"] = pod
+    deadline = time.monotonic() + 30
+    while (match := re.search(rb"ready (\d+)", pod.output())) is None:
+        if pod.popen.poll() is not None or time.monotonic() > deadline:
+            raise InvalidInput(f"{ctx.app} did not start in the pod: {pod.output()[-500:]!r}")
+        await asyncio.sleep(0.1)
+    ctx.port = int(match.group(1))
+    print(f"   pod {NAMESPACE}/leaky-app is Running: a local Node.js process, pid {pod.pid}")
+    await warm_up(ctx)
+
+
+async def capture_through_operator(ctx: DemoContext) -> None:
+    from heapsnap.controller.demo import capture_with_operator
+
+    cluster = ctx.extra["cluster"]
+
+    shown: list[str] = []
+
+    def on_update(status: dict[str, Any]) -> None:
+        conditions: list[dict[str, Any]] = status.get("conditions") or []
+        ready = next((c for c in conditions if c.get("type") == "Ready"), {})
+        line = f"phase {status.get('phase', '?'):<10} {ready.get('reason', '')}: {ready.get('message', '')}"
+        if line not in shown:
+            print(f"   {line}", flush=True)
+            shown.append(line)
+
+    obj = await capture_with_operator(
+        kubeconfig=cluster.kubeconfig,
+        namespace=NAMESPACE,
+        pod="leaky-app",
+        s3=ctx.extra["s3"],
+        # Every pod of the local control plane is a process on this machine: name ours.
+        pid=ctx.extra["pod"].pid,
+        name="leaky-app-demo",
+        timeout_seconds=120,
+        on_update=on_update,
+    )
+    ctx.extra["hsnap"] = obj
+    print()
+    print(_indent(cluster.kubectl("get", "hsnap", "-n", NAMESPACE).stdout.rstrip()))
+    status = obj.get("status") or {}
+    if status.get("phase") != "Succeeded":
+        failure = status.get("failure") or {}
+        raise InvalidInput(f"the HeapSnapshot failed: {failure.get('reason')}: {failure.get('message')}")
+
+
+async def show_status(ctx: DemoContext) -> None:
+    status = ctx.extra["hsnap"]["status"]
+    artifact, summary = status.get("artifact") or {}, status.get("summary") or {}
+    durations = status.get("durations") or {}
+    print(f"   artifact  {artifact.get('uri')}  {int(artifact.get('sizeBytes', 0)) / MiB:,.1f} MiB")
+    print(f"   sha256    {artifact.get('sha256')}")
+    print(f"   durations {durations}")
+    print(
+        f"   summary   {int(summary.get('nodeCount', 0)):,} objects, "
+        f"{int(summary.get('totalSize', 0)) / MiB:,.1f} MiB. Top constructors by self size:"
+    )
+    for entry in (summary.get("topConstructors") or [])[:8]:
+        print(
+            f"     {entry['name'][:40]:<40} {int(entry['count']):>10,} "
+            f"{int(entry['selfSize']) / MiB:>8.2f} MiB"
+        )
+
+
+CLUSTER_STEPS: list[Step] = [
+    Step("Start the local control plane and apply the HeapSnapshot CRD", start_control_plane),
+    Step("Start a local S3-compatible server", start_storage),
+    Step("Start the leaky app as a pod, and warm it up", start_app_pod),
+    Step(
+        "Create a HeapSnapshot; the operator captures the pod through the API server",
+        capture_through_operator,
+    ),
+    Step("The resource's status", show_status),
+]
+
+
 async def run_steps(ctx: DemoContext, steps: list[Step]) -> None:
     try:
         for number, step in enumerate(steps, 1):
             print(f"\n{number}. {step.title}", flush=True)
             await step.run(ctx)
     finally:
+        cleanup: list[Callable[[], object]] = ctx.extra.pop("cleanup", [])
+        for action in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                action()
         if ctx.process is not None and ctx.process.returncode is None:
             ctx.process.kill()
             with contextlib.suppress(ProcessLookupError):
@@ -217,10 +428,17 @@ def register(sub: Any) -> None:
         "--interval", type=float, default=1.0, metavar="SECONDS", help="time between the snapshots"
     )
     parser.add_argument("--app", type=Path, default=APP, help="the app to run")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run the operator on the local control plane (needs bash dev/setup.sh)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     ctx = DemoContext(app=args.app, out_dir=args.out, requests=args.requests, interval=args.interval)
-    asyncio.run(run_steps(ctx, STEPS))
+    if args.cluster:
+        check_binaries(_harness())
+    asyncio.run(run_steps(ctx, CLUSTER_STEPS if args.cluster else STEPS))
     return 0
