@@ -1,9 +1,7 @@
 """heapsnap vs memlab on the same heap snapshots: parse + dominators + retained sizes.
 
-    .venv/bin/python -P bench/analyze.py                 # both sizes (the large one needs ~8 GB free)
-    .venv/bin/python -P bench/analyze.py --sizes small
-
-(-P: bench/ holds an operator.py that would shadow the standard library's.)
+    .venv/bin/python bench/analyze.py                 # both sizes (the large one needs ~8 GB free)
+    .venv/bin/python bench/analyze.py --sizes small
 
 Each tool runs in its own child process; wall time and that child's peak RSS (wait4)
 are printed with their ratios. Snapshots are made once with v8.writeHeapSnapshot() into

@@ -1,8 +1,8 @@
 """Operator overhead: time from ``kubectl apply`` to Succeeded next to the engine's own
 capture of the same target, and the operator's peak RSS during that capture.
 
-    .venv/bin/python bench/operator.py --objects 1000000        # about 100 MB of heap
-    .venv/bin/python bench/operator.py --objects 8000000        # about 900 MB (needs ~8 GiB free)
+    .venv/bin/python bench/operator_e2e.py --objects 1000000        # about 100 MB of heap
+    .venv/bin/python bench/operator_e2e.py --objects 8000000        # about 900 MB (needs ~8 GiB free)
 
 Starts the local control plane (tests/cluster), a moto S3 server, one Node.js pod holding
 ``--objects`` LeakyThing instances, and the operator as a subprocess; prints figures.

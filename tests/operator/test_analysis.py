@@ -69,8 +69,12 @@ async def test_series_then_leak_suspects_name_the_growing_class(s3: Any) -> None
     assert comparison["method"] == "ids"
     growth = {c["name"]: c["countDelta"] for c in comparison["classes"]}
     assert growth.get("LeakyThing", 0) > 0
-    suspects = [s["name"] for s in found["leakSuspects"]["suspects"]]
-    assert "LeakyThing" in suspects, suspects
+    suspects = {s["name"]: s for s in found["leakSuspects"]["suspects"]}
+    assert "LeakyThing" in suspects, list(suspects)
+    # The path is cut to fit the status, keeping the end that names the leaked object.
+    path = suspects["LeakyThing"]["retainerPath"]
+    assert path and path[-1]["className"] == "LeakyThing", path
+    assert path[-1]["id"] == suspects["LeakyThing"]["representativeId"]
 
 
 async def test_analysis_job_reports_a_missing_object(s3: Any) -> None:

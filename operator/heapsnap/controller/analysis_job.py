@@ -38,18 +38,21 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if request.get("compare"):
         base_uri, current_uri = request["compare"]
-        comparison = compare(read_snapshot(base_uri, s3=options), read_snapshot(current_uri, s3=options))
+        comparison = compare(
+            read_snapshot(base_uri, s3=options, edges=False),
+            read_snapshot(current_uri, s3=options, edges=False),
+        )
         data = comparison.to_dict()
         data["classes"] = _top(data["classes"], "sizeDelta", top)
         result["comparison"] = {"baseline": base_uri, "current": current_uri, **data}
     if request.get("leaks"):
         baseline_uri, target_uri, final_uri = request["leaks"]
-        baseline = read_snapshot(baseline_uri, s3=options)
-        target = read_snapshot(target_uri, s3=options)
+        baseline = read_snapshot(baseline_uri, s3=options, edges=False)
+        target = read_snapshot(target_uri, s3=options, edges=False)
         report = find_leaks(baseline, target, analyze(read_snapshot(final_uri, s3=options))).to_dict()
         suspects = report["suspects"][:top]
         for suspect in suspects:
-            suspect["retainerPath"] = suspect["retainerPath"][:_PATH_STEPS]
+            suspect["retainerPath"] = suspect["retainerPath"][-_PATH_STEPS:]
         result["leakSuspects"] = {
             "baseline": baseline_uri,
             "target": target_uri,
