@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,3 +28,43 @@ class Sink(Protocol):
     async def commit(self) -> Artifact: ...
 
     async def abort(self) -> None: ...
+
+
+class StoredBytes:
+    """What a sink stores of a snapshot: gzip-compressed when asked, counted and hashed.
+
+    ``encode`` each piece in order, then ``finish`` once for the gzip trailer; the
+    artifact's ``sha256`` and ``compressed_bytes`` are of what ``encode`` returned.
+    """
+
+    def __init__(self, *, gzip: bool) -> None:
+        self.gzip = gzip
+        self.size = 0
+        self.stored = 0
+        self._digest = hashlib.sha256()
+        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+
+    def _count(self, data: bytes) -> bytes:
+        self._digest.update(data)
+        self.stored += len(data)
+        return data
+
+    def encode(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self._compressor is not None:
+            data = self._compressor.compress(data)
+        return self._count(data)
+
+    def finish(self) -> bytes:
+        if self._compressor is None:
+            return b""
+        tail, self._compressor = self._compressor.flush(), None
+        return self._count(tail)
+
+    def artifact(self, uri: str) -> Artifact:
+        return Artifact(
+            uri=uri,
+            size_bytes=self.size,
+            compressed_bytes=self.stored if self.gzip else None,
+            sha256=self._digest.hexdigest(),
+        )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import tempfile
-import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 from heapsnap.errors import StorageAccessDenied, StorageError
-from heapsnap.sinks.base import Artifact
+from heapsnap.sinks.base import Artifact, StoredBytes
 
 _FLUSH_BYTES = 1 << 20
 
@@ -25,10 +23,7 @@ class FileSink:
         self._file: BinaryIO | None = None
         self._temp: Path | None = None
         self._pending = bytearray()
-        self._digest = hashlib.sha256()
-        self._size = 0
-        self._stored = 0
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+        self._bytes = StoredBytes(gzip=gzip)
         self._done = False
 
     def _open(self) -> BinaryIO:
@@ -52,15 +47,9 @@ class FileSink:
 
     def _store(self, data: bytes) -> None:
         file = self._open()
-        if self._compressor is not None:
-            data = self._compressor.compress(data)
-        if data:
-            self._digest.update(data)
-            self._stored += len(data)
-            file.write(data)
+        file.write(self._bytes.encode(data))
 
     async def write(self, data: bytes) -> None:
-        self._size += len(data)
         self._pending += data
         if len(self._pending) >= _FLUSH_BYTES:
             block, self._pending = bytes(self._pending), bytearray()
@@ -70,11 +59,7 @@ class FileSink:
         self._store(bytes(self._pending))
         self._pending = bytearray()
         file = self._open()
-        if self._compressor is not None:
-            tail = self._compressor.flush()
-            self._digest.update(tail)
-            self._stored += len(tail)
-            file.write(tail)
+        file.write(self._bytes.finish())
         file.flush()
         os.fsync(file.fileno())
         file.close()
@@ -93,12 +78,7 @@ class FileSink:
             await self.abort()
             raise StorageError(f"Writing {self.path} failed: {error}") from error
         self._done = True
-        return Artifact(
-            uri=str(self.path.resolve()),
-            size_bytes=self._size,
-            compressed_bytes=self._stored if self.gzip else None,
-            sha256=self._digest.hexdigest(),
-        )
+        return self._bytes.artifact(str(self.path.resolve()))
 
     async def abort(self) -> None:
         if self._done:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import re
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -24,7 +22,7 @@ import botocore.config
 import botocore.exceptions
 
 from heapsnap.errors import BucketNotFound, InvalidInput, StorageAccessDenied, StorageError, UploadFailed
-from heapsnap.sinks.base import Artifact
+from heapsnap.sinks.base import Artifact, StoredBytes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -178,10 +176,7 @@ class S3Sink:
         self._parts: dict[int, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._digest = hashlib.sha256()
-        self._size = 0
-        self._stored = 0
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+        self._bytes = StoredBytes(gzip=gzip)
         self._done = False
 
     @property
@@ -214,11 +209,9 @@ class S3Sink:
         self._upload_id = reply["UploadId"]
 
     async def write(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._compressor is not None:
-            data = self._compressor.compress(data)
-        self._digest.update(data)
-        self._stored += len(data)
+        await self._append(self._bytes.encode(data))
+
+    async def _append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             if self._buffer is None:
@@ -265,10 +258,7 @@ class S3Sink:
 
     async def commit(self) -> Artifact:
         try:
-            if self._compressor is not None:
-                tail, self._compressor = self._compressor.flush(), None
-                self._size -= len(tail)  # write() counts it as input; it is only output
-                await self.write(tail)
+            await self._append(self._bytes.finish())
             if self._used or not self._tasks:
                 await self._send_part()
             await asyncio.gather(*self._tasks)
@@ -290,12 +280,7 @@ class S3Sink:
             await self.abort()
             raise
         self._done = True
-        return Artifact(
-            uri=self.uri,
-            size_bytes=self._size,
-            compressed_bytes=self._stored if self.gzip else None,
-            sha256=self._digest.hexdigest(),
-        )
+        return self._bytes.artifact(self.uri)
 
     async def abort(self) -> None:
         if self._done:
