@@ -69,6 +69,16 @@ class NodeLayout:
     def edge_type_index(self, name: str) -> int:
         return self.edge_types.index(name) if name in self.edge_types else -1
 
+    @staticmethod
+    def required(layout: NodeLayout | None) -> NodeLayout:
+        """The layout read so far, or the error for numbers that came before any header."""
+        if layout is None:
+            raise SnapshotFormatError(
+                "the heap snapshot has no 'snapshot' member with 'meta' before its nodes: "
+                "the file is not a V8 heap snapshot"
+            )
+        return layout
+
     @classmethod
     def from_header(cls, snapshot: dict[str, Any]) -> NodeLayout:
         meta = snapshot.get("meta")

@@ -337,12 +337,7 @@ class SnapshotReader:
         del section
 
     def _require_layout(self) -> NodeLayout:
-        if self._layout is None:
-            raise SnapshotFormatError(
-                "the heap snapshot has no 'snapshot' member with 'meta' before its nodes: "
-                "the file is not a V8 heap snapshot"
-            )
-        return self._layout
+        return NodeLayout.required(self._layout)
 
     def _scatter_nodes(self, layout: NodeLayout, values: IntArray) -> None:
         columns = self._nodes

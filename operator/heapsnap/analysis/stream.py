@@ -145,12 +145,7 @@ class StreamingSummary:
     # Aggregation
 
     def _require_layout(self) -> NodeLayout:
-        if self._layout is None:
-            raise SnapshotFormatError(
-                "the heap snapshot has no 'snapshot' member with 'meta' before its nodes: "
-                "the file is not a V8 heap snapshot"
-            )
-        return self._layout
+        return NodeLayout.required(self._layout)
 
     def _add_nodes(self, layout: NodeLayout, records: npt.NDArray[np.int64]) -> None:
         types = records[:, layout.type]
