@@ -60,11 +60,17 @@ async def start_app(ctx: DemoContext) -> None:
         raise InvalidInput("node is not on PATH: install Node.js (or run bash dev/setup.sh) to run the demo.")
     if not ctx.app.exists():
         raise InvalidInput(f"{ctx.app} is missing: run the demo from a heapsnap checkout or pass --app.")
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    log = (ctx.out_dir / "leaky-app.log").open("ab")
+    _on_exit(ctx, log.close)
+    # --inspect-port=0 opens no inspector: it only makes SIGUSR1 open it on a free port
+    # rather than 9229, which another process (or another demo) may hold.
     ctx.process = await asyncio.create_subprocess_exec(
         node,
+        "--inspect-port=127.0.0.1:0",
         str(ctx.app),
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=log,
         env={**os.environ, "PORT": "0"},
     )
     assert ctx.process.stdout is not None
@@ -73,7 +79,7 @@ async def start_app(ctx: DemoContext) -> None:
     if match is None:
         raise InvalidInput(f"{ctx.app} did not start: {line!r}")
     ctx.port = int(match.group(1))
-    print(f"   started {ctx.app.name} as pid {ctx.process.pid} on port {ctx.port} (no inspector, no flags)")
+    print(f"   started {ctx.app.name} as pid {ctx.process.pid} on port {ctx.port} (no inspector open)")
 
 
 def _fetch(port: int, path: str) -> bytes:
@@ -90,11 +96,22 @@ async def warm_up(ctx: DemoContext) -> None:
     print(f"   sent {ctx.requests} requests: {last.decode()}")
 
 
-async def _traffic(port: int, sent: list[int], pause: float = 0.05) -> None:
-    """Requests to /work until cancelled, a few a second: the feature under suspicion keeps running."""
+async def _traffic(ctx: DemoContext, sent: list[int], pause: float = 0.05) -> None:
+    """Requests to /work until cancelled, a few a second: the feature under suspicion keeps running.
+
+    A failed request is only fatal when the app has exited (a loaded machine may reset one).
+    """
+    assert ctx.process is not None and ctx.port is not None
     while True:
-        await asyncio.to_thread(_fetch, port, "/work")
-        sent[0] += 1
+        try:
+            await asyncio.to_thread(_fetch, ctx.port, "/work")
+            sent[0] += 1
+        except OSError as error:
+            sent[1] += 1
+            if ctx.process.returncode is not None:
+                raise InvalidInput(
+                    f"the leaky app exited with code {ctx.process.returncode} ({error}): see leaky-app.log"
+                ) from None
         await asyncio.sleep(pause)
 
 
@@ -104,8 +121,8 @@ async def capture_series_with_traffic(ctx: DemoContext) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     names = ("baseline", "target", "final")
     paths = [ctx.out_dir / f"leaky-app-{stamp}-{n}-{name}.heapsnapshot" for n, name in enumerate(names, 1)]
-    sent = [0]
-    traffic = asyncio.create_task(_traffic(ctx.port, sent))
+    sent = [0, 0]
+    traffic = asyncio.create_task(_traffic(ctx, sent))
     try:
         ctx.results = await capture_series(
             LocalHost(),
@@ -125,6 +142,10 @@ async def capture_series_with_traffic(ctx: DemoContext) -> None:
             f"target paused {result.pause_seconds:.2f} s"
         )
     print(f"   {sent[0]} more requests were served between and during the snapshots")
+    if sent[1]:
+        print(f"   ({sent[1]} requests failed while the app was paused)")
+    for warning in dict.fromkeys(w for result in ctx.results for w in result.warnings):
+        print(f"   warning: {warning}")
 
 
 def _analyze(ctx: DemoContext) -> tuple[Any, Any, Any, Any]:
