@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from heapsnap.cli.capture import series_name
 from tests.engine.conftest import listening_ports, load_snapshot, node_count
 from tests.support.nodeproc import LEAKY_APP, NodeProcess
 
@@ -111,3 +112,15 @@ def test_capture_series_bad_input_is_refused(tmp_path: Path, extra: list[str], m
     assert done.returncode == 1
     assert message in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("name", "number", "numbered"),
+    [
+        ("api.heapsnapshot", 1, "api-1.heapsnapshot"),
+        ("prod/api.heapsnapshot.gz", 2, "prod/api-2.heapsnapshot.gz"),
+        ("dir.d/snap", 3, "dir.d/snap-3"),
+    ],
+)
+def test_series_numbers_go_before_the_suffixes(name: str, number: int, numbered: str) -> None:
+    assert series_name(name, number) == numbered

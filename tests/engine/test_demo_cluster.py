@@ -41,7 +41,7 @@ def test_demo_cluster_without_binaries_says_to_run_setup(tmp_path: Path) -> None
 def test_demo_cluster_captures_through_the_operator_and_cleans_up(tmp_path: Path) -> None:
     done = demo("--requests", "5", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    workdir = re.search(r"KUBECONFIG=(\S+)/admin.kubeconfig", done.stdout).group(1)  # type: ignore[union-attr]
+    workdir = re.search(r"kubeconfig (\S+)/admin.kubeconfig", done.stdout).group(1)  # type: ignore[union-attr]
     assert re.search(r"leaky-app-demo\s+leaky-app\s+Succeeded\s+\d+", done.stdout)
     assert re.search(
         r"artifact\s+s3://heapsnap-demo/heapsnap-demo/leaky-app-demo-\S+\.heapsnapshot", done.stdout

@@ -264,7 +264,7 @@ async def start_control_plane(ctx: DemoContext) -> None:
     print(
         f"   etcd, kube-apiserver, kube-controller-manager and kwok up in {time.monotonic() - started:.0f} s"
     )
-    print(f"   export KUBECONFIG={cluster.kubeconfig}")
+    print(f"   kubeconfig {cluster.kubeconfig} (removed with the cluster at the end)")
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/heapsnapshots.heapsnap.dev")
     print(f"   applied {CRD.relative_to(ROOT)}")
@@ -397,7 +397,10 @@ async def show_status(ctx: DemoContext) -> None:
     durations = status.get("durations") or {}
     print(f"   artifact  {artifact.get('uri')}  {int(artifact.get('sizeBytes', 0)) / MiB:,.1f} MiB")
     print(f"   sha256    {artifact.get('sha256')}")
-    print(f"   durations {durations}")
+    pause, transfer, total = (
+        float(durations.get(k, 0)) for k in ("pauseSeconds", "transferSeconds", "totalSeconds")
+    )
+    print(f"   timing    target paused {pause:.2f} s, transfer {transfer:.2f} s, total {total:.2f} s")
     print(
         f"   summary   {int(summary.get('nodeCount', 0)):,} objects, "
         f"{int(summary.get('totalSize', 0)) / MiB:,.1f} MiB. Top constructors by self size:"
