@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import kopf
+from kopf._core.engines.peering import Identity
 
 from heapsnap.controller import handlers
 from heapsnap.controller.backends import RealBackends
@@ -21,6 +23,8 @@ from heapsnap.controller.settings import Settings
 from heapsnap.controller.ttl import sweep_forever
 from heapsnap.k8s.api import connect
 from heapsnap.k8s.objects import Cluster
+
+logger = logging.getLogger(__name__)
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
@@ -54,6 +58,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
                 clusterwide=settings.clusterwide,
                 namespaces=settings.namespaces,
                 standalone=True,
+                # kopf would otherwise derive it from getpass.getuser(), which fails for a UID
+                # without a passwd entry (the image's 65532).
+                identity=Identity(settings.identity),
                 memo=memo,
                 stop_flag=stop,
             )
@@ -64,8 +71,15 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         lost = keeper is not None and keeper.done()
         stop.set()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
+        failed = False
+        try:
             await operator
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            # Never silently: an operator that stops by itself must say why and exit non-zero.
+            logger.exception("kopf stopped with an error")
+            failed = True
         for task in (sweeper, keeper):
             if task is not None:
                 task.cancel()
@@ -73,4 +87,4 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
                     await task
         if elector is not None and not lost:
             await elector.release()
-        return 1 if lost else 0
+        return 1 if lost or failed else 0
