@@ -6,6 +6,7 @@ ServiceAccount's token."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import os
@@ -28,6 +29,8 @@ from tests.chart._contract import SECRET_GRANTS, WATCH_GRANTS, lease_grants
 from tests.chart._helm import CHART, Grant, Helm
 from tests.chart.conftest import ImageVenv
 from tests.cluster.harness import Cluster, free_port, wait_until
+from tests.support.nodeproc import LEAKY_APP
+from tests.support.s3server import S3Server, start_moto
 
 pytestmark = [
     pytest.mark.cluster,
@@ -439,3 +442,107 @@ def _peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmHWM for {pid}")
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[S3Server]:
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(10)
+
+
+def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "heapsnapshot", name, "-n", namespace, "-o", "json").stdout
+    return dict(json.loads(out).get("status") or {})
+
+
+def _apply_snapshot(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    manifest = {
+        "apiVersion": "heapsnap.dev/v1alpha1",
+        "kind": "HeapSnapshot",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+@pytest.mark.slow
+def test_operator_as_the_chart_identity_captures_where_it_watches_and_stops_cleanly(
+    cluster: Cluster,
+    installed: Installed,
+    image_venv: ImageVenv,
+    node_pod_factory: Any,
+    moto: S3Server,
+    tmp_path: Path,
+) -> None:
+    """With only the ServiceAccount's rights the operator captures a pod in the watched
+    namespace to S3, never touches a HeapSnapshot elsewhere, and on SIGTERM exits 0 and
+    hands its Lease back."""
+    bucket = moto.create_bucket()
+    for ns in (installed.watched, installed.other):
+        cluster.kubectl(
+            "create", "secret", "generic", "s3-credentials", "-n", ns,
+            f"--from-literal=AWS_ACCESS_KEY_ID={moto.access_key}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={moto.secret_key}",
+        )  # fmt: skip
+    pod = node_pod_factory(installed.watched, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": "2000"})
+    storage = {
+        "s3": {
+            "bucket": bucket,
+            "endpoint": moto.endpoint,
+            "forcePathStyle": True,
+            "region": "us-east-1",
+            "credentialsSecret": "s3-credentials",
+        }
+    }
+    spec = {
+        "target": {"podName": "leaky", "process": {"pid": pod.pid}},
+        "storage": storage,
+        "timeoutSeconds": 120,
+    }
+    _apply_snapshot(cluster, installed.other, "elsewhere", spec)
+    release_env = _deployment_env(installed)
+    lease = release_env["HEAPSNAP_LEASE_NAME"]
+    env = release_env | {
+        "POD_NAME": f"{installed.service_account}-5d8f7c9b4-x2k7q",
+        "POD_NAMESPACE": installed.namespace,
+        "HEAPSNAP_HEALTH_PORT": "0",
+        "HEAPSNAP_LOG_LEVEL": "DEBUG",
+        "KUBECONFIG": str(_portable_kubeconfig(cluster, installed, image_venv.scratch)),
+    }
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        operator = subprocess.Popen(
+            [str(image_venv.venv / "bin/heapsnap-operator")],
+            env=image_venv.env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **image_venv.user(),
+        )
+    try:
+        _apply_snapshot(cluster, installed.watched, "snap", spec)
+        wait_until(
+            "the HeapSnapshot to finish",
+            lambda: _status(cluster, installed.watched, "snap").get("phase") in ("Succeeded", "Failed"),
+            120,
+            logs=[log],
+        )
+        status = _status(cluster, installed.watched, "snap")
+        assert status["phase"] == "Succeeded", status
+        key = status["artifact"]["uri"].split("/", 3)[3]
+        stored = moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(stored).hexdigest() == status["artifact"]["sha256"]
+        assert _status(cluster, installed.other, "elsewhere") == {}
+        operator.send_signal(signal.SIGTERM)
+        assert operator.wait(30) == 0, log.read_text(errors="replace")
+        out = cluster.kubectl("get", "lease", lease, "-n", installed.namespace, "-o", "json").stdout
+        assert not json.loads(out)["spec"].get("holderIdentity")
+    finally:
+        if operator.poll() is None:
+            os.killpg(operator.pid, signal.SIGKILL)
+            operator.wait(10)
