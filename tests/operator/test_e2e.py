@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -439,3 +441,18 @@ def test_series_and_compare_to(
     assert comparison["baseline"] == status["artifact"]["uri"]
     growth = {c["name"]: c["countDelta"] for c in comparison["classes"]}
     assert growth.get("LeakyThing", 0) > 0, comparison
+
+
+def test_sigterm_while_waiting_for_the_lease_and_while_leading_exits_0_and_hands_it_back(
+    cluster: Any, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    leader = start_operator(POD_NAME="term-a")
+    wait_for("term-a to lead", lambda: "became leader" in leader.output())
+    follower = start_operator(POD_NAME="term-b")
+    wait_for("term-b to wait", lambda: "waiting for Lease" in follower.output())
+    for process in (follower, leader):
+        assert process.popen is not None
+        os.killpg(process.popen.pid, signal.SIGTERM)
+        assert process.popen.wait(30) == 0, process.output()
+    out = cluster.kubectl("get", "lease", "heapsnap-operator", "-n", namespace, "-o", "json").stdout
+    assert not json.loads(out)["spec"].get("holderIdentity")
