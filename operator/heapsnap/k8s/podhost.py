@@ -79,8 +79,8 @@ def _handshake_error(error: Exception, what: str) -> Exception:
             return PodError(f"{what}: not found ({message}).", reason="PodNotFound")
         if code == 403:
             return TransportError(
-                f"{what}: forbidden ({message}); grant the operator's identity create on pods/exec and "
-                "pods/portforward.",
+                f"{what}: forbidden ({message}); grant get and create on pods/exec and pods/portforward "
+                "to the operator's identity (API servers from 1.35 check both verbs).",
                 retryable=False,
             )
         if code == 400 and "container" in message:
