@@ -397,8 +397,8 @@ def test_operator_from_the_image_runs_as_the_chart_identity(
     tmp_path: Path,
 ) -> None:
     """The image's install, as the image's user on a read-only tree, with the release's
-    env and its ServiceAccount token: it serves /healthz and takes its Lease. (A capture end
-    to end with this identity, and a clean exit on SIGTERM, are not proven here yet.)"""
+    env and its ServiceAccount token: it serves /healthz and takes its Lease. (The capture
+    with this identity and the exit on SIGTERM are the next test's.)"""
     pod_name = f"{installed.service_account}-5d8f7c9b4-x2k7q"
     port = free_port()
     env = _deployment_env(installed) | {
