@@ -29,6 +29,7 @@ from tests.chart._contract import SECRET_GRANTS, WATCH_GRANTS, lease_grants
 from tests.chart._helm import CHART, Grant, Helm
 from tests.chart.conftest import ImageVenv
 from tests.cluster.harness import Cluster, free_port, wait_until
+from tests.operator.conftest import apply_snapshot, get_snapshot
 from tests.support.nodeproc import LEAKY_APP
 from tests.support.s3server import S3Server, start_moto
 
@@ -408,16 +409,7 @@ def test_operator_from_the_image_runs_as_the_chart_identity(
         "KUBECONFIG": str(_portable_kubeconfig(cluster, installed, image_venv.scratch)),
     }
     log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        operator = subprocess.Popen(
-            [str(image_venv.venv / "bin/heapsnap-operator")],
-            env=image_venv.env(**env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            **image_venv.user(),
-        )
+    operator = _start_image_operator(image_venv, env, log)
     try:
         wait_until("the operator's /healthz", lambda: _healthz(port), 60, logs=[log])
         wait_until(
@@ -435,6 +427,20 @@ def test_operator_from_the_image_runs_as_the_chart_identity(
         except subprocess.TimeoutExpired:
             os.killpg(operator.pid, signal.SIGKILL)
             operator.wait(10)
+
+
+def _start_image_operator(image_venv: ImageVenv, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The operator from the image's virtualenv, as the image's user, logging to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(image_venv.venv / "bin/heapsnap-operator")],
+            env=image_venv.env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **image_venv.user(),
+        )
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -455,18 +461,7 @@ def moto() -> Iterator[S3Server]:
 
 
 def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", "heapsnapshot", name, "-n", namespace, "-o", "json").stdout
-    return dict(json.loads(out).get("status") or {})
-
-
-def _apply_snapshot(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    manifest = {
-        "apiVersion": "heapsnap.dev/v1alpha1",
-        "kind": "HeapSnapshot",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    return dict(get_snapshot(cluster, namespace, name).get("status") or {})
 
 
 @pytest.mark.slow
@@ -503,7 +498,7 @@ def test_operator_as_the_chart_identity_captures_where_it_watches_and_stops_clea
         "storage": storage,
         "timeoutSeconds": 120,
     }
-    _apply_snapshot(cluster, installed.other, "elsewhere", spec)
+    apply_snapshot(cluster, installed.other, "elsewhere", spec)
     release_env = _deployment_env(installed)
     lease = release_env["HEAPSNAP_LEASE_NAME"]
     env = release_env | {
@@ -514,18 +509,9 @@ def test_operator_as_the_chart_identity_captures_where_it_watches_and_stops_clea
         "KUBECONFIG": str(_portable_kubeconfig(cluster, installed, image_venv.scratch)),
     }
     log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        operator = subprocess.Popen(
-            [str(image_venv.venv / "bin/heapsnap-operator")],
-            env=image_venv.env(**env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            **image_venv.user(),
-        )
+    operator = _start_image_operator(image_venv, env, log)
     try:
-        _apply_snapshot(cluster, installed.watched, "snap", spec)
+        apply_snapshot(cluster, installed.watched, "snap", spec)
         wait_until(
             "the HeapSnapshot to finish",
             lambda: _status(cluster, installed.watched, "snap").get("phase") in ("Succeeded", "Failed"),
