@@ -35,14 +35,15 @@ def summary(data: dict[str, Any]) -> dict[str, tuple[int, int]]:
     return {name: (count, size) for name, (count, size) in classes.items()}
 
 
-def devtools_dominators(data: dict[str, Any]) -> tuple[dict[int, int], list[int]]:
+def devtools_dominators(data: dict[str, Any], *, lazy: bool = False) -> tuple[dict[int, int], list[int]]:
     """Immediate dominators by the textbook iterative algorithm over DevTools' edge rules.
 
     Written independently of heapsnap's compiled loops (dicts and lists, no post-order
     tricks): an edge counts unless it is weak, a shortcut from a node other than the root,
     or leads from a non-page object into a page object (page objects: reachable from the
     root's shortcut edges). Returns the dominators of the nodes reachable through such
-    edges, and their self sizes.
+    edges, and their self sizes. ``lazy`` re-examines a node only after one of its holders
+    got a new dominator, as DevTools does, which can stop short of the fixpoint.
     """
     meta = data["snapshot"]["meta"]
     fields = meta["node_fields"]
@@ -95,10 +96,18 @@ def devtools_dominators(data: dict[str, Any]) -> tuple[dict[int, int], list[int]
         for child in graph[node]:
             preds[child].append(node)
     idom = {0: 0}
+    # DevTools re-examines a node only after one of its holders got a new dominator.
+    affected = {to for kind, to in out[0] if kind != weak} if lazy else set(order)
     changed = True
     while changed:
         changed = False
         for node in reversed(order[:-1]):
+            if node not in affected:
+                continue
+            if lazy:
+                affected.discard(node)
+                if idom.get(node) == 0:
+                    continue
             ready = [p for p in preds[node] if p in idom]
             new = ready[0]
             for other in ready[1:]:
@@ -112,6 +121,7 @@ def devtools_dominators(data: dict[str, Any]) -> tuple[dict[int, int], list[int]
             if idom.get(node) != new:
                 idom[node] = new
                 changed = True
+                affected.update(to for _, to in out[node])
     return idom, sizes
 
 
