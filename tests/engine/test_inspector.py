@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from heapsnap.engine import CaptureOptions, ProcessSelector, Progress, capture, capture_series
+from heapsnap.engine import (
+    CaptureOptions,
+    ProcessSelector,
+    Progress,
+    capture,
+    capture_series,
+    close_inspector,
+)
 from heapsnap.sinks.file import FileSink
 from heapsnap.transports.local import LocalHost
 from tests.engine.conftest import count_instances, listening_ports, load_snapshot, node_count
@@ -93,6 +102,27 @@ async def test_an_inspector_already_open_is_used_and_left_open(
     assert await listening_ports(app.pid) == before
     assert len(before) == 2
     assert app.get("/") == "ok 1000"
+
+
+async def test_an_inspector_left_open_by_a_dead_capturer_is_closed(node_process: StartNode) -> None:
+    app = node_process(LEAKY_APP, args=["--inspect-port=0"], env={"LEAKY_COUNT": "1000"})
+    app.popen.send_signal(signal.SIGUSR1)
+    opened: list[int] = []
+    for _ in range(100):
+        opened = [p for p in await listening_ports(app.pid) if p != app.port]
+        if opened:
+            break
+        await asyncio.sleep(0.05)
+    assert opened
+
+    assert await close_inspector(LocalHost(), app.pid, opened[0])
+    assert await listening_ports(app.pid) == [app.port]
+    assert app.get("/") == "ok 1000"
+    # Closing again, or after the process is gone, is a no-op that reports success.
+    assert await close_inspector(LocalHost(), app.pid, opened[0])
+    app.popen.kill()
+    app.popen.wait()
+    assert await close_inspector(LocalHost(), app.pid, opened[0])
 
 
 async def test_series_keeps_node_ids_comparable(node_process: StartNode, tmp_path: Path) -> None:

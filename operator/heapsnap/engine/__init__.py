@@ -6,7 +6,13 @@ computed from the same bytes. Target-side work is done by ``agent.js``, run by t
 target's own Node.js binary through ``ProcessHost.run``, so a pod needs no shell.
 """
 
-from heapsnap.engine._capture import capture, capture_inspector, capture_series, select_process
+from heapsnap.engine._capture import (
+    capture,
+    capture_inspector,
+    capture_series,
+    close_inspector,
+    select_process,
+)
 from heapsnap.engine._types import (
     CaptureOptions,
     CaptureResult,
@@ -32,5 +38,6 @@ __all__ = [
     "capture",
     "capture_inspector",
     "capture_series",
+    "close_inspector",
     "select_process",
 ]

@@ -396,6 +396,18 @@ async def capture_series(
     return results
 
 
+async def close_inspector(host: ProcessHost, pid: int, port: int) -> bool:
+    """Close an inspector heapsnap opened and could not close (the capturer died).
+
+    True when it is closed or the process is gone.
+    """
+    try:
+        agent, info = await select_process(host, ProcessSelector(pid=pid))
+    except ProcessNotFound:
+        return True
+    return await _inspector.close(host, agent, info.pid, port)
+
+
 def _signal_name(info: NodeProcessInfo) -> str | None:
     value = info.flag("--heapsnapshot-signal")
     return value or None

@@ -125,6 +125,14 @@ async def activate(
             targets = await json_list(host, new_port)
             if targets:
                 url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
+                if on_progress is not None:
+                    await on_progress(
+                        Progress(
+                            "activating",
+                            message=f"inspector of pid {info.pid} open on port {new_port}",
+                            inspector_port=new_port,
+                        )
+                    )
                 return InspectorEndpoint(new_port, ws_path(url), opened_by_us=True)
     probe = await agent.probe(info.pid)
     if port != 0 and port in probe.listening:
@@ -165,3 +173,20 @@ async def wait_closed(host: ProcessHost, agent: Agent, pid: int, port: int, wait
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def close(host: ProcessHost, agent: Agent, pid: int, port: int) -> bool:
+    """Close the inspector heapsnap opened on ``port`` of ``pid`` (after a crash, say).
+
+    True once it no longer listens or the process is gone; a port that is no longer an
+    inspector is left alone.
+    """
+    if not (await agent.probe(pid)).processes:
+        return True
+    targets = await json_list(host, port)
+    if not targets:
+        return await wait_closed(host, agent, pid, port, wait=0.5)
+    url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
+    async with session(host, InspectorEndpoint(port, ws_path(url), opened_by_us=True)):
+        pass
+    return await wait_closed(host, agent, pid, port)

@@ -50,6 +50,8 @@ class Progress:
     percent: float | None = None
     bytes_sent: int = 0
     message: str = ""
+    # Set once heapsnap has opened the target's inspector: the port to close after a crash.
+    inspector_port: int | None = None
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
