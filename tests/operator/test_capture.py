@@ -79,6 +79,8 @@ class FakeBackends:
     credentials: list[Mapping[str, str]] = field(default_factory=list)
     analyses: list[Mapping[str, Any]] = field(default_factory=list)
     analysis_error: HeapsnapError | None = None
+    closed: list[tuple[str, int, int]] = field(default_factory=list)
+    close_result: bool | Exception = True
 
     def host(self, namespace: str, target: ResolvedTarget) -> Any:
         return target
@@ -95,6 +97,12 @@ class FakeBackends:
 
     async def delete_object(self, config: Any, key: str) -> None:
         self.deleted.append(key)
+
+    async def close_inspector(self, host: Any, pid: int, port: int) -> bool:
+        self.closed.append((host.uid, pid, port))
+        if isinstance(self.close_result, Exception):
+            raise self.close_result
+        return self.close_result
 
     async def capture(
         self, host: Any, sink: Any, spec: HeapSnapshotSpec, on_progress: Callable[[Any], Awaitable[None]]
@@ -129,8 +137,17 @@ class FakeBackends:
 
 def progress(phase: str, **kw: Any) -> Any:
     return SimpleNamespace(
-        phase=phase, percent=kw.get("percent"), bytes_sent=kw.get("bytes_sent", 0), message=""
+        phase=phase,
+        percent=kw.get("percent"),
+        bytes_sent=kw.get("bytes_sent", 0),
+        message=kw.get("message", ""),
+        inspector_port=kw.get("inspector_port"),
     )
+
+
+def opened(port: int = 40123, pid: int = 7) -> Any:
+    """The engine's report right after it opened the target's inspector."""
+    return progress("activating", message=f"inspector of pid {pid} open on port {port}", inspector_port=port)
 
 
 def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:
@@ -200,6 +217,7 @@ async def test_success_fills_status_and_events() -> None:
         "podUID": "pod-uid",
         "container": "app",
         "node": "node-1",
+        "restartCount": 0,
         "pid": 7,
         "nodeVersion": "v20.20.2",
         "command": "node app.js",
@@ -393,3 +411,123 @@ async def test_timeout_stops_the_engine_and_aborts_the_upload() -> None:
     assert cluster.status["failure"]["reason"] == "CaptureTimeout"
     assert "spec.timeoutSeconds" in cluster.status["failure"]["message"]
     assert cancelled == [True] and backends.aborted
+
+
+async def test_the_inspector_heapsnap_opened_is_recorded_before_the_engine_goes_on() -> None:
+    cluster = FakeCluster()
+    seen: list[dict[str, Any]] = []
+
+    async def behaviour(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        await on_progress(progress("activating"))
+        await on_progress(opened(port=40123, pid=7))
+        seen.append(copy.deepcopy(cluster.status["target"]))
+        return await succeed()(on_progress)
+
+    await run(body(), cluster, FakeBackends(behaviour))
+    assert seen[0]["inspectorPort"] == 40123 and seen[0]["pid"] == 7
+    assert cluster.status["phase"] == "Succeeded"
+
+
+def interrupted(step: str = "generating", **target: Any) -> dict[str, Any]:
+    recorded = {
+        "pod": "api-0",
+        "podUID": "pod-uid",
+        "container": "app",
+        "restartCount": 0,
+        "pid": 7,
+        "inspectorPort": 40123,
+        **target,
+    }
+    return {"step": step, "target": recorded}
+
+
+@pytest.mark.parametrize("step", ["preflight", "generating", "transferring"])
+async def test_restart_closes_the_inspector_heapsnap_opened(step: str) -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    await run(body(status=interrupted(step)), cluster, backends)
+    assert backends.captures == 0
+    assert backends.closed == [("pod-uid", 7, 40123)]
+    reason, message = cluster.status["failure"]["reason"], cluster.status["failure"]["message"]
+    assert reason == "OperatorRestarted"
+    assert "the inspector heapsnap opened on port 40123 was closed" in message
+
+
+@pytest.mark.parametrize(
+    ("pods", "close_result", "words", "tries"),
+    [
+        ({"api-0": make_pod(uid="new-uid")}, True, "the pod is gone", 0),
+        ({}, True, "the pod is gone", 0),
+        (None, False, "port 40123 of pid 7 is still listening; restart the container", 1),
+        (None, OSError("exec refused"), "port 40123 of pid 7 could not be closed (exec refused)", 1),
+    ],
+)
+async def test_restart_says_what_became_of_the_inspector(
+    pods: dict[str, Any] | None, close_result: bool | Exception, words: str, tries: int
+) -> None:
+    cluster = FakeCluster() if pods is None else FakeCluster(pods=pods)
+    backends = FakeBackends(succeed(), close_result=close_result)
+    await run(body(status=interrupted()), cluster, backends)
+    assert len(backends.closed) == tries
+    assert cluster.status["phase"] == "Failed"
+    assert words in cluster.status["failure"]["message"], cluster.status["failure"]["message"]
+
+
+async def test_restart_leaves_a_restarted_container_alone() -> None:
+    pod = make_pod()
+    pod.status.container_statuses[0].restart_count = 1
+    cluster, backends = FakeCluster(pods={"api-0": pod}), FakeBackends(succeed())
+    await run(body(status=interrupted()), cluster, backends)
+    assert backends.closed == []
+    assert "the container restarted" in cluster.status["failure"]["message"]
+
+
+async def test_stopping_operator_cleans_up_and_fails_with_operator_stopped() -> None:
+    """kopf cancels running handlers when the operator stops (SIGTERM)."""
+    under_way = asyncio.Event()
+
+    async def hang(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        await on_progress(progress("activating"))
+        await on_progress(opened())
+        await on_progress(progress("generating", percent=10))
+        under_way.set()
+        await asyncio.sleep(60)
+
+    cluster, backends = FakeCluster(), FakeBackends(hang)
+    events = Events()
+    task = asyncio.ensure_future(
+        run_capture(body(), cluster=cluster, backends=backends, recorder=events, limits=Limits(4))
+    )
+    await under_way.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    status = cluster.status
+    assert (status["phase"], status["failure"]["reason"]) == ("Failed", "OperatorStopped")
+    assert "step generating" in status["failure"]["message"]
+    assert "port 40123 was closed" in status["failure"]["message"]
+    assert backends.aborted and backends.closed == [("pod-uid", 7, 40123)]
+    assert events.items[-1][:2] == ("Warning", "OperatorStopped")
+
+
+async def test_stopping_before_the_target_is_touched_leaves_it_to_the_next_operator() -> None:
+    under_way = asyncio.Event()
+
+    async def hang(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        await on_progress(progress("probing"))
+        under_way.set()
+        await asyncio.sleep(60)
+
+    cluster, backends = FakeCluster(), FakeBackends(hang)
+    task = asyncio.ensure_future(
+        run_capture(body(), cluster=cluster, backends=backends, recorder=Events(), limits=Limits(4))
+    )
+    await under_way.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cluster.status["phase"] != "Failed" and cluster.status["step"] == "probing"
+    assert backends.aborted  # the multipart upload the sink may have begun
+    # The next operator starts the capture over.
+    again = FakeBackends(succeed())
+    await run(body(status=cluster.status), cluster, again)
+    assert again.captures == 1 and cluster.status["phase"] == "Succeeded"

@@ -3,18 +3,22 @@ the real S3 server, and the operator as its own process."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.engine.conftest import listening_ports
 from tests.operator.conftest import (
     OperatorProcess,
     apply_snapshot,
@@ -40,6 +44,8 @@ console.log('ready');
 
 
 SIGNALLED = ("signalling", "generating", "transferring")
+# Objects in LEAKY_APP for a capture that takes seconds, long enough to interrupt.
+BIG_HEAP = "1000000"
 
 
 def s3_spec(s3: Any, bucket: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -274,6 +280,59 @@ def test_operator_killed_mid_capture_and_restarted(
     # Once the busy loop ends the snapshot is written; a second signal would leave a second file.
     time.sleep(15)
     assert len([p for p in tmp_path.iterdir() if p.suffix == ".heapsnapshot"]) <= 1
+
+
+def served(pod: Any) -> str:
+    """What LEAKY_APP answers on its HTTP port (from its ``ready <port>`` line)."""
+    port = wait_for("the app's ready line", lambda: re.search(rb"ready (\d+)", pod.output()), 30).group(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{int(port)}/", timeout=30) as response:
+        return str(response.read().decode())
+
+
+def inspector_ports(pid: int) -> list[int]:
+    return asyncio.run(listening_ports(pid))
+
+
+def open_inspector_mid_capture(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    """Wait until heapsnap opened the target's inspector and V8 is writing the snapshot."""
+
+    def under_way() -> dict[str, Any] | None:
+        status = get_snapshot(cluster, namespace, name).get("status") or {}
+        opened = (status.get("target") or {}).get("inspectorPort")
+        return status if opened and status.get("step") in ("generating", "transferring") else None
+
+    status: dict[str, Any] = wait_for("the capture to be under way", under_way, 90, interval=0.1)
+    return status
+
+
+def test_operator_killed_mid_inspector_capture_closes_the_inspector_on_restart(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": BIG_HEAP})
+    before = inspector_ports(pod.pid)
+    first = start_operator()
+    spec = snapshot_spec(s3, "leaky", method="inspector")
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    status = open_inspector_mid_capture(cluster, namespace, "snap")
+    port = status["target"]["inspectorPort"]
+    assert status["target"]["pid"] == pod.pid and port not in before
+    first.kill()
+    assert port in inspector_ports(pod.pid), "SIGKILL left the inspector open: the case under test"
+    start_operator()
+    obj = wait_finished(cluster, namespace, "snap")
+    reason, message = failure(obj)
+    assert reason == "OperatorRestarted", message
+    assert f"the inspector heapsnap opened on port {port} was closed" in message
+    assert port not in inspector_ports(pod.pid)
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+    assert not s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents")
+    assert served(pod) == f"ok {BIG_HEAP}"
 
 
 def test_two_snapshots_of_one_pod(

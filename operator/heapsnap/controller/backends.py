@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from heapsnap.controller.capture import maybe_await
-from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture, capture_series
+from heapsnap.engine import (
+    CaptureOptions,
+    CaptureResult,
+    ProcessSelector,
+    capture,
+    capture_series,
+    close_inspector,
+)
 from heapsnap.errors import HeapsnapError
 from heapsnap.k8s.api import ApiConnection
 from heapsnap.k8s.objects import ResolvedTarget
@@ -62,6 +69,9 @@ class RealBackends:
 
     async def delete_object(self, config: s3.S3Config, key: str) -> None:
         await _off_loop(s3.delete_object, config, key)
+
+    async def close_inspector(self, host: PodHost, pid: int, port: int) -> bool:
+        return await close_inspector(host, pid, port)
 
     async def capture(
         self,
@@ -127,6 +137,11 @@ async def run_analysis_job(
     try:
         async with asyncio.timeout(limit):
             out, err = await process.communicate(json.dumps(payload).encode())
+    except asyncio.CancelledError:
+        # The operator is stopping: the child must not outlive it.
+        process.kill()
+        await process.wait()
+        raise
     except TimeoutError:
         process.kill()
         await process.wait()

@@ -4,7 +4,12 @@
 retry or an operator restart): a finished resource is left alone; one whose recorded
 step shows the target may already have been touched (inspector opened, signal sent) is
 failed with ``OperatorRestarted`` after its upload is removed, so the target is never
-signalled twice; one that never got that far simply starts over.
+signalled twice; one that never got that far simply starts over. The inspector heapsnap
+opened in the target (its port is in ``status.target.inspectorPort``) is closed in both
+cases.
+
+An operator that is stopped (SIGTERM: kopf cancels the handler) during a capture cleans up
+the same way itself and fails the resource with ``OperatorStopped`` before it exits.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +26,7 @@ from typing import Any, Protocol
 
 from heapsnap.errors import CaptureTimeout, HeapsnapError, PodError
 from heapsnap.k8s import conditions as c
-from heapsnap.k8s.objects import ResolvedTarget, ResourceGone, resolve
+from heapsnap.k8s.objects import ResolvedTarget, ResourceGone, check_running, resolve
 from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec, object_keys, parse_spec
 
 logger = logging.getLogger(__name__)
@@ -29,6 +35,11 @@ logger = logging.getLogger(__name__)
 SIDE_EFFECT_STEPS = frozenset({"activating", "signalling", "generating", "transferring", "done"})
 _PROGRESS_INTERVAL = 1.0
 _POD_POLL_SECONDS = 2.0
+# A target still busy writing the snapshot the dead capturer asked for answers only after it.
+_CLOSE_INSPECTOR_SECONDS = 120.0
+# A stopping operator must exit within the pod's grace period (30 s in the chart).
+_STOP_CLOSE_SECONDS = 10.0
+_PID_WORDS = re.compile(r"\bpid (\d+)\b")
 # Above this the operator leaves comparison and leak analysis to ``heapsnap diff/leaks``.
 ANALYSIS_MAX_BYTES = 1 << 30
 
@@ -61,6 +72,8 @@ class Backends(Protocol):
     async def abort_uploads(self, config: Any, key: str) -> None: ...
 
     async def delete_object(self, config: Any, key: str) -> None: ...
+
+    async def close_inspector(self, host: Any, pid: int, port: int) -> bool: ...
 
     async def capture(
         self, host: Any, sink: Any, spec: HeapSnapshotSpec, on_progress: Callable[[Any], Awaitable[None]]
@@ -197,8 +210,8 @@ class CaptureRun:
         except HeapsnapError as error:
             await self._fail(error, None)
             return
-        if self.status.get("step") in SIDE_EFFECT_STEPS:
-            await self._abandon(spec)
+        if self._touched():
+            await self._abandon(spec, restarted=True)
             return
         self.status.setdefault("startTime", c.now_rfc3339())
         step_condition: str | None = c.TARGET_RESOLVED
@@ -220,11 +233,21 @@ class CaptureRun:
             await self._fail(error, step_condition)
         except ResourceGone:
             raise
+        except asyncio.CancelledError:
+            # kopf cancels handlers when the operator stops; untouched ones start over later.
+            if self._touched():
+                await self._abandon(spec, restarted=False)
+            raise
         except Exception as error:
-            if self.status.get("step") not in SIDE_EFFECT_STEPS:
+            if not self._touched():
                 raise  # nothing touched the target yet: let the handler retry
             logger.exception("capture of %s/%s failed", self.namespace, self.name)
             await self._fail(HeapsnapError(f"The capture failed unexpectedly: {error}"), step_condition)
+
+    def _touched(self) -> bool:
+        """Whether the target may carry our marks: then the capture is never started again."""
+        opened = (self.status.get("target") or {}).get("inspectorPort") is not None
+        return opened or self.status.get("step") in SIDE_EFFECT_STEPS
 
     async def _waiting(self, message: str) -> None:
         self._condition(c.READY, "Unknown", "Waiting", message)
@@ -248,6 +271,7 @@ class CaptureRun:
             "podUID": target.uid,
             "container": target.container,
             "node": target.node,
+            "restartCount": target.restart_count,
         }
         self.status["step"] = "probing"
         self._condition(c.TARGET_RESOLVED, "True", "TargetResolved", self._target_words(target))
@@ -325,16 +349,30 @@ class CaptureRun:
             "bytesSent": int(progress.bytes_sent or 0),
             "message": progress.message or "",
         }
+        opened = progress.inspector_port
+        if opened is not None:
+            self._opened_inspector(int(opened), progress)
         if phase == "transferring" and changed:
             self._condition(c.CAPTURED, "True", "Generated", "V8 generated the snapshot; uploading it.")
         now = time.monotonic()
-        # Persisting every step change before returning is what makes restarts safe:
-        # the engine awaits this before it opens the inspector or sends the signal.
-        if changed or now - self._last_progress >= _PROGRESS_INTERVAL:
+        # Persisting every step change (and the inspector we opened) before returning is what
+        # makes restarts safe: the engine awaits this before it touches the target further.
+        if changed or opened is not None or now - self._last_progress >= _PROGRESS_INTERVAL:
             self._last_progress = now
             await self.save()
             if changed and phase in ("activating", "signalling", "transferring"):
                 self.recorder.event("Normal", phase.capitalize(), progress.message or phase)
+
+    def _opened_inspector(self, port: int, progress: Any) -> None:
+        target = self.status.setdefault("target", {})
+        target["inspectorPort"] = port
+        # The engine names the pid only in its message (Progress has no pid field yet).
+        pid = getattr(progress, "pid", None)
+        match = _PID_WORDS.search(progress.message or "")
+        if pid is None and match:
+            pid = int(match.group(1))
+        if pid is not None:
+            target["pid"] = int(pid)
 
     async def _succeeded(self, results: list[Any]) -> None:
         result = results[-1]
@@ -390,8 +428,34 @@ class CaptureRun:
         await self.save()
         self.recorder.event("Normal", "Succeeded", message)
 
-    async def _abandon(self, spec: HeapSnapshotSpec) -> None:
+    async def _abandon(self, spec: HeapSnapshotSpec, *, restarted: bool) -> None:
+        """Remove the upload, close the inspector we opened, and fail the resource.
+
+        ``restarted``: a new operator found the capture interrupted; otherwise this operator
+        is stopping (SIGTERM, or its Lease was lost) in the middle of it.
+        """
         step = self.status.get("step")
+        await self._remove_uploads(spec, step)
+        inspector = await self._close_inspector(
+            _CLOSE_INSPECTOR_SECONDS if restarted else _STOP_CLOSE_SECONDS
+        )
+        if restarted:
+            error = HeapsnapError(
+                f"The operator restarted during the capture (step {step}): the partial upload was "
+                f"removed, {inspector}, and the target was not signalled again. "
+                "Create a new HeapSnapshot to try again.",
+                reason="OperatorRestarted",
+            )
+        else:
+            error = HeapsnapError(
+                f"The operator was stopped during the capture (step {step}; a rollout, a node drain or a "
+                f"lost Lease): the partial upload was removed and {inspector}. "
+                "Create a new HeapSnapshot to try again.",
+                reason="OperatorStopped",
+            )
+        await self._fail(error, c.CAPTURED)
+
+    async def _remove_uploads(self, spec: HeapSnapshotSpec, step: Any) -> None:
         credentials: dict[str, str] = {}
         with contextlib.suppress(HeapsnapError):
             if spec.s3.credentials_secret:
@@ -404,12 +468,51 @@ class CaptureRun:
             if step in ("transferring", "done") or len(keys) > 1:
                 with contextlib.suppress(Exception):
                     await self.backends.delete_object(config, key)
-        error = HeapsnapError(
-            f"The operator restarted during the capture (step {step}); the partial upload was removed "
-            "and the target was not signalled again. Create a new HeapSnapshot to try again.",
-            reason="OperatorRestarted",
-        )
-        await self._fail(error, c.CAPTURED)
+
+    async def _close_inspector(self, limit: float) -> str:
+        """Close the inspector heapsnap opened, if it may still be open; say what happened."""
+        recorded = self.status.get("target") or {}
+        port, pid = recorded.get("inspectorPort"), recorded.get("pid")
+        if port is None:
+            return "heapsnap had opened no inspector"
+        if pid is None:
+            return f"the inspector heapsnap opened on port {port} could not be closed (its pid is unknown)"
+        try:
+            pod = await self.cluster.read_pod(self.namespace, str(recorded.get("pod")))
+        except Exception as error:  # a failure message must still be written
+            return f"the inspector heapsnap opened on port {port} of pid {pid} could not be checked ({error})"
+        if pod is None or pod.metadata.uid != recorded.get("podUID"):
+            return f"the pod is gone, and with it the inspector heapsnap opened on port {port}"
+        container = str(recorded.get("container"))
+        try:
+            restarts = check_running(pod, container)
+        except PodError:
+            return f"the container is not running, so the inspector heapsnap opened on port {port} is gone"
+        if restarts != recorded.get("restartCount", restarts):
+            return f"the container restarted, so the inspector heapsnap opened on port {port} is gone"
+        target = ResolvedTarget(str(recorded.get("pod")), pod.metadata.uid, container, "", restarts)
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):
+                closed = await self.backends.close_inspector(
+                    self.backends.host(self.namespace, target), int(pid), int(port)
+                )
+            logger.info(
+                "closing the inspector on port %s of %s/%s took %.1f s (closed: %s)",
+                port, self.namespace, self.name, time.monotonic() - began, closed,
+            )  # fmt: skip
+        except Exception as error:  # clean-up never crashes the handler
+            logger.warning("closing the inspector of %s/%s failed: %r", self.namespace, self.name, error)
+            return (
+                f"the inspector heapsnap opened on port {port} of pid {pid} could not be closed "
+                f"({error or type(error).__name__}); restart the container to close it"
+            )
+        if not closed:
+            return (
+                f"the inspector heapsnap opened on port {port} of pid {pid} is still listening; "
+                "restart the container to close it"
+            )
+        return f"the inspector heapsnap opened on port {port} was closed"
 
     # -- comparison and leak suspects (series, compareTo) ----------------------------
 
