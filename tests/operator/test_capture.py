@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from heapsnap.controller import capture
 from heapsnap.controller.capture import Limits, run_capture
 from heapsnap.errors import HeapsnapError, InvalidInput, PodError, SignalNotHandled
 from heapsnap.k8s.objects import ResolvedTarget
@@ -457,8 +458,13 @@ async def test_restart_closes_the_inspector_heapsnap_opened(step: str) -> None:
     [
         ({"api-0": make_pod(uid="new-uid")}, True, "the pod is gone", 0),
         ({}, True, "the pod is gone", 0),
-        (None, False, "port 40123 of pid 7 is still listening; restart the container", 1),
-        (None, OSError("exec refused"), "port 40123 of pid 7 could not be closed (exec refused)", 1),
+        (None, False, "port 40123 of pid 7 is still listening (restart the container to close it)", 1),
+        (
+            None,
+            OSError("exec refused"),
+            "port 40123 of pid 7 was left open (closing it failed: exec refused)",
+            1,
+        ),
     ],
 )
 async def test_restart_says_what_became_of_the_inspector(
@@ -481,18 +487,31 @@ async def test_restart_leaves_a_restarted_container_alone() -> None:
     assert "the container restarted" in cluster.status["failure"]["message"]
 
 
-async def test_stopping_operator_cleans_up_and_fails_with_operator_stopped() -> None:
-    """kopf cancels running handlers when the operator stops (SIGTERM)."""
-    under_way = asyncio.Event()
+def hang_after_opening(under_way: asyncio.Event, cancels: list[str] | None = None) -> Any:
+    """An engine that opened the inspector and is generating; its clean-up outlasts one
+    cancellation when ``cancels`` is given (a target still busy writing the snapshot)."""
 
-    async def hang(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+    async def run(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
         await on_progress(progress("activating"))
         await on_progress(opened())
         await on_progress(progress("generating", percent=10))
         under_way.set()
-        await asyncio.sleep(60)
+        try:
+            await asyncio.sleep(60)
+        finally:
+            if cancels is not None:
+                cancels.append("first")
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    cancels.append("second")
+                    raise
 
-    cluster, backends = FakeCluster(), FakeBackends(hang)
+    return run
+
+
+async def stop_mid_capture(cluster: FakeCluster, backends: FakeBackends, under_way: asyncio.Event) -> Events:
+    """Run a capture and cancel it as kopf does when the operator stops (SIGTERM)."""
     events = Events()
     task = asyncio.ensure_future(
         run_capture(body(), cluster=cluster, backends=backends, recorder=events, limits=Limits(4))
@@ -500,7 +519,15 @@ async def test_stopping_operator_cleans_up_and_fails_with_operator_stopped() -> 
     await under_way.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        async with asyncio.timeout(30):  # a guard against a hang, not a measurement
+            await task
+    return events
+
+
+async def test_stopping_operator_cleans_up_and_fails_with_operator_stopped() -> None:
+    under_way = asyncio.Event()
+    cluster, backends = FakeCluster(), FakeBackends(hang_after_opening(under_way))
+    events = await stop_mid_capture(cluster, backends, under_way)
     status = cluster.status
     assert (status["phase"], status["failure"]["reason"]) == ("Failed", "OperatorStopped")
     assert "step generating" in status["failure"]["message"]
@@ -531,3 +558,25 @@ async def test_stopping_before_the_target_is_touched_leaves_it_to_the_next_opera
     again = FakeBackends(succeed())
     await run(body(status=cluster.status), cluster, again)
     assert again.captures == 1 and cluster.status["phase"] == "Succeeded"
+
+
+async def test_stopping_operator_leaves_an_inspector_it_could_not_close_to_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(capture, "STOP_BUDGET_SECONDS", 0.5)
+    under_way, cancels = asyncio.Event(), []
+    cluster = FakeCluster()
+    backends = FakeBackends(hang_after_opening(under_way, cancels), close_result=False)
+    await stop_mid_capture(cluster, backends, under_way)
+    assert cancels == ["first", "second"], "the engine's clean-up was cut short to exit in time"
+    status = cluster.status
+    assert status["phase"] != "Failed" and "failure" not in status
+    assert (status["step"], status["target"]["inspectorPort"]) == ("generating", 40123)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("Unknown", "OperatorStopped")
+    assert "port 40123 of pid 7 is still listening; the next operator closes it" in ready["message"]
+    assert backends.aborted
+    successor = FakeBackends(succeed())
+    await run(body(status=status), cluster, successor)
+    assert successor.captures == 0 and successor.closed == [("pod-uid", 7, 40123)]
+    assert cluster.status["failure"]["reason"] == "OperatorRestarted"

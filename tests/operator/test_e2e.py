@@ -46,6 +46,8 @@ console.log('ready');
 SIGNALLED = ("signalling", "generating", "transferring")
 # Objects in LEAKY_APP for a capture that takes seconds, long enough to interrupt.
 BIG_HEAP = "1000000"
+# The chart's terminationGracePeriodSeconds.
+GRACE_SECONDS = 30
 
 
 def s3_spec(s3: Any, bucket: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -332,6 +334,38 @@ def test_operator_killed_mid_inspector_capture_closes_the_inspector_on_restart(
     assert port not in inspector_ports(pod.pid)
     assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
     assert not s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents")
+    assert served(pod) == f"ok {BIG_HEAP}"
+
+
+def test_sigterm_mid_capture_cleans_up_and_exits_0(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    """A rollout of the operator's pod during a capture: it stops cleanly within the grace period."""
+    pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": BIG_HEAP})
+    operator = start_operator()
+    spec = snapshot_spec(s3, "leaky", method="inspector")
+    spec["target"]["process"] = {"pid": pod.pid}
+    apply_snapshot(cluster, namespace, "snap", spec)
+    status = open_inspector_mid_capture(cluster, namespace, "snap")
+    port = status["target"]["inspectorPort"]
+    assert operator.popen is not None
+    os.killpg(operator.popen.pid, signal.SIGTERM)
+    assert operator.popen.wait(GRACE_SECONDS) == 0, operator.output()
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+    assert not s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents")
+    obj = get_snapshot(cluster, namespace, "snap")
+    if obj["status"]["phase"] != "Failed":
+        start_operator()  # the stopping operator left the rest of the clean-up to its successor
+        obj = wait_finished(cluster, namespace, "snap")
+    reason, message = failure(obj)
+    assert reason in ("OperatorStopped", "OperatorRestarted"), message
+    assert f"the inspector heapsnap opened on port {port} was closed" in message
+    assert port not in inspector_ports(pod.pid)
     assert served(pod) == f"ok {BIG_HEAP}"
 
 

@@ -9,7 +9,10 @@ opened in the target (its port is in ``status.target.inspectorPort``) is closed 
 cases.
 
 An operator that is stopped (SIGTERM: kopf cancels the handler) during a capture cleans up
-the same way itself and fails the resource with ``OperatorStopped`` before it exits.
+the same way itself, within ``STOP_BUDGET_SECONDS``, and fails the resource with
+``OperatorStopped`` before it exits. When the target is still too busy (V8 writing the
+snapshot) for its inspector to close in time, the resource keeps its recorded step and
+port and the next operator finishes the job (``OperatorRestarted``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ _PROGRESS_INTERVAL = 1.0
 _POD_POLL_SECONDS = 2.0
 # A target still busy writing the snapshot the dead capturer asked for answers only after it.
 _CLOSE_INSPECTOR_SECONDS = 120.0
-# A stopping operator must exit within the pod's grace period (30 s in the chart).
-_STOP_CLOSE_SECONDS = 10.0
+# A stopping operator's clean-up ends within this, so it exits inside the pod's grace period
+# (the chart's is 30 s; kopf cancels the handlers 2 s after SIGTERM).
+STOP_BUDGET_SECONDS = 20.0
 _PID_WORDS = re.compile(r"\bpid (\d+)\b")
 # Above this the operator leaves comparison and leak analysis to ``heapsnap diff/leaks``.
 ANALYSIS_MAX_BYTES = 1 << 30
@@ -173,6 +177,7 @@ class CaptureRun:
         self.limits = limits
         self._last_progress = 0.0
         self._credentials: dict[str, str] = {}
+        self._stopping_since: float | None = None
 
     # -- status --------------------------------------------------------------------
 
@@ -211,7 +216,7 @@ class CaptureRun:
             await self._fail(error, None)
             return
         if self._touched():
-            await self._abandon(spec, restarted=True)
+            await self._abandon(spec)
             return
         self.status.setdefault("startTime", c.now_rfc3339())
         step_condition: str | None = c.TARGET_RESOLVED
@@ -236,13 +241,19 @@ class CaptureRun:
         except asyncio.CancelledError:
             # kopf cancels handlers when the operator stops; untouched ones start over later.
             if self._touched():
-                await self._abandon(spec, restarted=False)
+                await self._stopped(spec)
             raise
         except Exception as error:
             if not self._touched():
                 raise  # nothing touched the target yet: let the handler retry
             logger.exception("capture of %s/%s failed", self.namespace, self.name)
             await self._fail(HeapsnapError(f"The capture failed unexpectedly: {error}"), step_condition)
+
+    def _stop_left(self) -> float:
+        """Seconds left of the stopping operator's clean-up budget (counted from the first call)."""
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+        return max(0.5, self._stopping_since + STOP_BUDGET_SECONDS - time.monotonic())
 
     def _touched(self) -> bool:
         """Whether the target may carry our marks: then the capture is never started again."""
@@ -299,19 +310,31 @@ class CaptureRun:
                 f"The capture did not finish within spec.timeoutSeconds ({spec.timeout_seconds} s); "
                 "large heaps need more: create a new HeapSnapshot with a higher timeoutSeconds."
             ) from None
-        except BaseException:
-            await self._discard(work, config, keys)
+        except BaseException as error:
+            stopping = isinstance(error, asyncio.CancelledError)
+            await self._discard(work, config, keys, wait=self._stop_left() if stopping else None)
             raise
         finally:
             watch.cancel()
             with contextlib.suppress(BaseException):
                 await watch
 
-    async def _discard(self, work: asyncio.Future[Any], config: Any, keys: list[str]) -> None:
-        """Stop the engine and make sure no upload or object of this resource outlives it."""
+    async def _discard(
+        self, work: asyncio.Future[Any], config: Any, keys: list[str], wait: float | None = None
+    ) -> None:
+        """Stop the engine and make sure no upload or object of this resource outlives it.
+
+        ``wait`` bounds the engine's own clean-up (closing the inspector waits for a target
+        that is still writing the snapshot); None waits for it to end.
+        """
         work.cancel()
-        with contextlib.suppress(BaseException):
-            await work
+        await asyncio.wait({work}, timeout=wait)
+        if not work.done():
+            logger.warning("the engine's clean-up of %s/%s outlasted %.0f s", self.namespace, self.name, wait)
+            work.cancel()
+            await asyncio.wait({work}, timeout=1.0)
+        if work.done() and not work.cancelled():
+            work.exception()  # retrieved: the failure that ended the capture is reported elsewhere
         for key in keys:
             with contextlib.suppress(Exception):
                 await self.backends.abort_uploads(config, key)
@@ -428,31 +451,39 @@ class CaptureRun:
         await self.save()
         self.recorder.event("Normal", "Succeeded", message)
 
-    async def _abandon(self, spec: HeapSnapshotSpec, *, restarted: bool) -> None:
-        """Remove the upload, close the inspector we opened, and fail the resource.
-
-        ``restarted``: a new operator found the capture interrupted; otherwise this operator
-        is stopping (SIGTERM, or its Lease was lost) in the middle of it.
-        """
+    async def _abandon(self, spec: HeapSnapshotSpec) -> None:
+        """A new operator found the capture interrupted: clean up and fail the resource."""
         step = self.status.get("step")
         await self._remove_uploads(spec, step)
-        inspector = await self._close_inspector(
-            _CLOSE_INSPECTOR_SECONDS if restarted else _STOP_CLOSE_SECONDS
+        done, inspector = await self._close_inspector(_CLOSE_INSPECTOR_SECONDS)
+        if not done:
+            inspector += " (restart the container to close it)"
+        error = HeapsnapError(
+            f"The operator restarted during the capture (step {step}): the partial upload was "
+            f"removed, {inspector}, and the target was not signalled again. "
+            "Create a new HeapSnapshot to try again.",
+            reason="OperatorRestarted",
         )
-        if restarted:
-            error = HeapsnapError(
-                f"The operator restarted during the capture (step {step}): the partial upload was "
-                f"removed, {inspector}, and the target was not signalled again. "
-                "Create a new HeapSnapshot to try again.",
-                reason="OperatorRestarted",
-            )
-        else:
-            error = HeapsnapError(
-                f"The operator was stopped during the capture (step {step}; a rollout, a node drain or a "
-                f"lost Lease): the partial upload was removed and {inspector}. "
-                "Create a new HeapSnapshot to try again.",
-                reason="OperatorStopped",
-            )
+        await self._fail(error, c.CAPTURED)
+
+    async def _stopped(self, spec: HeapSnapshotSpec) -> None:
+        """This operator is stopping (SIGTERM, or its Lease was lost) in the middle of a capture."""
+        step = self.status.get("step")
+        await self._remove_uploads(spec, step)
+        done, inspector = await self._close_inspector(self._stop_left())
+        words = (
+            f"The operator was stopped during the capture (step {step}; a rollout, a node drain or "
+            "a lost Lease): the partial upload was removed"
+        )
+        if not done:
+            # The recorded step and port stay: the next operator closes it and fails the resource.
+            message = f"{words}, but {inspector}; the next operator closes it and fails this HeapSnapshot."
+            self._condition(c.READY, "Unknown", "OperatorStopped", message)
+            await self.save()
+            return
+        error = HeapsnapError(
+            f"{words} and {inspector}. Create a new HeapSnapshot to try again.", reason="OperatorStopped"
+        )
         await self._fail(error, c.CAPTURED)
 
     async def _remove_uploads(self, spec: HeapSnapshotSpec, step: Any) -> None:
@@ -469,27 +500,40 @@ class CaptureRun:
                 with contextlib.suppress(Exception):
                     await self.backends.delete_object(config, key)
 
-    async def _close_inspector(self, limit: float) -> str:
-        """Close the inspector heapsnap opened, if it may still be open; say what happened."""
+    async def _close_inspector(self, limit: float) -> tuple[bool, str]:
+        """Close the inspector heapsnap opened, if it may still be open.
+
+        Returns whether none is left open, and words for the failure message.
+        """
         recorded = self.status.get("target") or {}
         port, pid = recorded.get("inspectorPort"), recorded.get("pid")
         if port is None:
-            return "heapsnap had opened no inspector"
+            return True, "heapsnap had opened no inspector"
         if pid is None:
-            return f"the inspector heapsnap opened on port {port} could not be closed (its pid is unknown)"
+            return (
+                False,
+                f"the inspector heapsnap opened on port {port} was left open (its pid is unknown)",
+            )
         try:
             pod = await self.cluster.read_pod(self.namespace, str(recorded.get("pod")))
         except Exception as error:  # a failure message must still be written
-            return f"the inspector heapsnap opened on port {port} of pid {pid} could not be checked ({error})"
+            return (
+                False,
+                f"the inspector heapsnap opened on port {port} of pid {pid} was left open "
+                f"(the pod could not be read: {error})",
+            )
         if pod is None or pod.metadata.uid != recorded.get("podUID"):
-            return f"the pod is gone, and with it the inspector heapsnap opened on port {port}"
+            return True, f"the pod is gone, and with it the inspector heapsnap opened on port {port}"
         container = str(recorded.get("container"))
         try:
             restarts = check_running(pod, container)
         except PodError:
-            return f"the container is not running, so the inspector heapsnap opened on port {port} is gone"
+            return (
+                True,
+                f"the container is not running, so the inspector heapsnap opened on port {port} is gone",
+            )
         if restarts != recorded.get("restartCount", restarts):
-            return f"the container restarted, so the inspector heapsnap opened on port {port} is gone"
+            return True, f"the container restarted, so the inspector heapsnap opened on port {port} is gone"
         target = ResolvedTarget(str(recorded.get("pod")), pod.metadata.uid, container, "", restarts)
         began = time.monotonic()
         try:
@@ -503,16 +547,15 @@ class CaptureRun:
             )  # fmt: skip
         except Exception as error:  # clean-up never crashes the handler
             logger.warning("closing the inspector of %s/%s failed: %r", self.namespace, self.name, error)
-            return (
-                f"the inspector heapsnap opened on port {port} of pid {pid} could not be closed "
-                f"({error or type(error).__name__}); restart the container to close it"
+            why = (
+                f"the target did not answer within {limit:.0f} s, busy writing the snapshot"
+                if isinstance(error, TimeoutError)
+                else f"closing it failed: {error or type(error).__name__}"
             )
+            return False, f"the inspector heapsnap opened on port {port} of pid {pid} was left open ({why})"
         if not closed:
-            return (
-                f"the inspector heapsnap opened on port {port} of pid {pid} is still listening; "
-                "restart the container to close it"
-            )
-        return f"the inspector heapsnap opened on port {port} was closed"
+            return False, f"the inspector heapsnap opened on port {port} of pid {pid} is still listening"
+        return True, f"the inspector heapsnap opened on port {port} was closed"
 
     # -- comparison and leak suspects (series, compareTo) ----------------------------
 

@@ -5,7 +5,10 @@ Importing this module registers the handlers with kopf's default registry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from typing import Any
 
 import kopf
@@ -33,6 +36,22 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 60
     if "limits" not in memo:
         memo["limits"] = Limits(max_concurrent=4)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set ``stop``, so the Lease is handed back and the exit code is 0."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+
+
+@kopf.on.startup()
+async def take_back_signals(memo: kopf.Memo, **_: Any) -> None:
+    """kopf's own SIGTERM handler leaves its task waiting on our stop flag hanging, which
+    costs 5 s of the pod's grace period; setting the flag itself stops kopf at once."""
+    if "stop" in memo:  # async handlers run in the loop's (main) thread
+        stop_on_signals(memo["stop"])
 
 
 @kopf.on.login(retries=3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 import kopf
 from kopf._core.engines.peering import Identity
@@ -28,26 +27,19 @@ from heapsnap.k8s.objects import Cluster
 logger = logging.getLogger(__name__)
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set ``stop`` so the Lease is handed back and the exit code is 0; kopf
-    replaces these while it runs (its stop ends the same way), they cover the rest."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            loop.add_signal_handler(sig, stop.set)
-
-
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Run until ``stop`` is set (or SIGTERM/SIGINT); return the exit code."""
     assert handlers.capture_snapshot is not None  # importing handlers registers them with kopf
     stop = stop or asyncio.Event()
-    _stop_on_signals(stop)
+    # kopf installs its own handlers when it starts; handlers.take_back_signals re-installs these.
+    handlers.stop_on_signals(stop)
     api = connect()
     memo = kopf.Memo(
         cluster=Cluster(api),
         backends=RealBackends(api),
         limits=Limits(max_concurrent=settings.max_concurrent_captures),
         settings=settings,
+        stop=stop,
     )
     elector = (
         LeaderElector(api, settings.lease_name, settings.lease_namespace, settings.identity)
