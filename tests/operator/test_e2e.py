@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,17 @@ def test_failures_have_a_reason(
     assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
 
 
-def test_pod_deleted_mid_capture(
+@dataclass
+class UnderWay:
+    """A capture in progress: its target pod, the operator running it, the status then."""
+
+    pod: Any
+    operator: OperatorProcess
+    status: dict[str, Any]
+
+
+@pytest.fixture
+def capture_under_way(
     cluster: Any,
     namespace: str,
     node_pod_factory: Any,
@@ -234,18 +245,41 @@ def test_pod_deleted_mid_capture(
     s3: Any,
     credentials: str,
     tmp_path: Path,
+) -> Callable[..., UnderWay]:
+    """Start a target pod and an operator, apply HeapSnapshot ``snap`` and return once the
+    capture is under way. ``signal``: BUSY_APP, busy for ``busy_ms`` (its snapshot files
+    land in tmp_path), once the signal is sent. ``inspector``: LEAKY_APP with BIG_HEAP
+    objects, once heapsnap opened its inspector and V8 is writing the snapshot."""
+
+    def start(method: str, busy_ms: int = 15000) -> UnderWay:
+        if method == "signal":
+            args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={tmp_path}"]
+            env = {"BUSY_MS": str(busy_ms)}
+            pod = node_pod_factory(namespace, "busy", script=BUSY_APP, node_args=args, env=env)
+        else:
+            pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": BIG_HEAP})
+        operator = start_operator()
+        spec = snapshot_spec(s3, pod.name, method=method)
+        spec["target"]["process"] = {"pid": pod.pid}
+        apply_snapshot(cluster, namespace, "snap", spec)
+
+        def under_way() -> dict[str, Any] | None:
+            status = get_snapshot(cluster, namespace, "snap").get("status") or {}
+            if method == "signal":
+                return status if status.get("step") in SIGNALLED else None
+            opened = (status.get("target") or {}).get("inspectorPort")
+            return status if opened and status.get("step") in ("generating", "transferring") else None
+
+        status: dict[str, Any] = wait_for("the capture to be under way", under_way, 90, interval=0.1)
+        return UnderWay(pod, operator, status)
+
+    return start
+
+
+def test_pod_deleted_mid_capture(
+    cluster: Any, namespace: str, s3: Any, capture_under_way: Callable[..., UnderWay]
 ) -> None:
-    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={tmp_path}"]
-    pod = node_pod_factory(namespace, "busy", script=BUSY_APP, node_args=args, env={"BUSY_MS": "25000"})
-    start_operator()
-    spec = snapshot_spec(s3, "busy", method="signal")
-    spec["target"]["process"] = {"pid": pod.pid}
-    apply_snapshot(cluster, namespace, "snap", spec)
-    wait_for(
-        "the signal to be sent",
-        lambda: (get_snapshot(cluster, namespace, "snap").get("status") or {}).get("step") in SIGNALLED,
-        60,
-    )
+    capture_under_way("signal", busy_ms=25000)
     cluster.kubectl("delete", "pod", "busy", "-n", namespace, "--grace-period=0", "--force", "--wait=false")
     obj = wait_finished(cluster, namespace, "snap")
     assert failure(obj)[0] == "PodDeleted", failure(obj)
@@ -255,25 +289,12 @@ def test_pod_deleted_mid_capture(
 def test_operator_killed_mid_capture_and_restarted(
     cluster: Any,
     namespace: str,
-    node_pod_factory: Any,
     start_operator: Callable[..., OperatorProcess],
     s3: Any,
-    credentials: str,
     tmp_path: Path,
+    capture_under_way: Callable[..., UnderWay],
 ) -> None:
-    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={tmp_path}"]
-    env = {"BUSY_MS": "15000"}
-    pod = node_pod_factory(namespace, "busy", script=BUSY_APP, node_args=args, env=env)
-    first = start_operator()
-    spec = snapshot_spec(s3, "busy", method="signal")
-    spec["target"]["process"] = {"pid": pod.pid}
-    apply_snapshot(cluster, namespace, "snap", spec)
-    wait_for(
-        "the capture to be under way",
-        lambda: (get_snapshot(cluster, namespace, "snap").get("status") or {}).get("step") in SIGNALLED,
-        60,
-    )
-    first.kill()
+    capture_under_way("signal", busy_ms=15000).operator.kill()
     start_operator()
     obj = wait_finished(cluster, namespace, "snap")
     reason, message = failure(obj)
@@ -295,78 +316,56 @@ def inspector_ports(pid: int) -> list[int]:
     return asyncio.run(listening_ports(pid))
 
 
-def open_inspector_mid_capture(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
-    """Wait until heapsnap opened the target's inspector and V8 is writing the snapshot."""
-
-    def under_way() -> dict[str, Any] | None:
-        status = get_snapshot(cluster, namespace, name).get("status") or {}
-        opened = (status.get("target") or {}).get("inspectorPort")
-        return status if opened and status.get("step") in ("generating", "transferring") else None
-
-    status: dict[str, Any] = wait_for("the capture to be under way", under_way, 90, interval=0.1)
-    return status
+def assert_nothing_left(s3: Any, run: UnderWay, message: str) -> None:
+    """No upload, no object, the inspector heapsnap opened closed (and said so), the target serving."""
+    port = run.status["target"]["inspectorPort"]
+    assert f"the inspector heapsnap opened on port {port} was closed" in message, message
+    assert port not in inspector_ports(run.pod.pid)
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+    assert not s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents")
+    assert served(run.pod) == f"ok {BIG_HEAP}"
 
 
 def test_operator_killed_mid_inspector_capture_closes_the_inspector_on_restart(
     cluster: Any,
     namespace: str,
-    node_pod_factory: Any,
     start_operator: Callable[..., OperatorProcess],
     s3: Any,
-    credentials: str,
+    capture_under_way: Callable[..., UnderWay],
 ) -> None:
-    pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": BIG_HEAP})
-    before = inspector_ports(pod.pid)
-    first = start_operator()
-    spec = snapshot_spec(s3, "leaky", method="inspector")
-    spec["target"]["process"] = {"pid": pod.pid}
-    apply_snapshot(cluster, namespace, "snap", spec)
-    status = open_inspector_mid_capture(cluster, namespace, "snap")
-    port = status["target"]["inspectorPort"]
-    assert status["target"]["pid"] == pod.pid and port not in before
-    first.kill()
-    assert port in inspector_ports(pod.pid), "SIGKILL left the inspector open: the case under test"
+    run = capture_under_way("inspector")
+    port = run.status["target"]["inspectorPort"]
+    assert run.status["target"]["pid"] == run.pod.pid
+    run.operator.kill()
+    assert port in inspector_ports(run.pod.pid), "SIGKILL left the inspector open: the case under test"
     start_operator()
     obj = wait_finished(cluster, namespace, "snap")
     reason, message = failure(obj)
     assert reason == "OperatorRestarted", message
-    assert f"the inspector heapsnap opened on port {port} was closed" in message
-    assert port not in inspector_ports(pod.pid)
-    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
-    assert not s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents")
-    assert served(pod) == f"ok {BIG_HEAP}"
+    assert_nothing_left(s3, run, message)
 
 
 def test_sigterm_mid_capture_cleans_up_and_exits_0(
     cluster: Any,
     namespace: str,
-    node_pod_factory: Any,
     start_operator: Callable[..., OperatorProcess],
     s3: Any,
-    credentials: str,
+    capture_under_way: Callable[..., UnderWay],
 ) -> None:
     """A rollout of the operator's pod during a capture: it stops cleanly within the grace period."""
-    pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": BIG_HEAP})
-    operator = start_operator()
-    spec = snapshot_spec(s3, "leaky", method="inspector")
-    spec["target"]["process"] = {"pid": pod.pid}
-    apply_snapshot(cluster, namespace, "snap", spec)
-    status = open_inspector_mid_capture(cluster, namespace, "snap")
-    port = status["target"]["inspectorPort"]
-    assert operator.popen is not None
-    os.killpg(operator.popen.pid, signal.SIGTERM)
-    assert operator.popen.wait(GRACE_SECONDS) == 0, operator.output()
+    run = capture_under_way("inspector")
+    assert run.operator.popen is not None
+    os.killpg(run.operator.popen.pid, signal.SIGTERM)
+    assert run.operator.popen.wait(GRACE_SECONDS) == 0, run.operator.output()
+    # Before any successor runs: the stopping operator removed the upload itself.
     assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
-    assert not s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents")
     obj = get_snapshot(cluster, namespace, "snap")
     if obj["status"]["phase"] != "Failed":
         start_operator()  # the stopping operator left the rest of the clean-up to its successor
         obj = wait_finished(cluster, namespace, "snap")
     reason, message = failure(obj)
     assert reason in ("OperatorStopped", "OperatorRestarted"), message
-    assert f"the inspector heapsnap opened on port {port} was closed" in message
-    assert port not in inspector_ports(pod.pid)
-    assert served(pod) == f"ok {BIG_HEAP}"
+    assert_nothing_left(s3, run, message)
 
 
 def test_two_snapshots_of_one_pod(
