@@ -96,6 +96,11 @@ class CdpSession:
                     future.set_exception(CdpClosed(str(self.closed_error)))
             self._pending.clear()
 
+    async def closed_by_peer(self, timeout: float) -> bool:  # noqa: ASYNC109 (a bounded wait)
+        """Wait up to ``timeout`` for the other side to end the session."""
+        done, _ = await asyncio.wait({self._reader}, timeout=timeout)
+        return bool(done)
+
     async def close(self) -> None:
         await self._ws.close()
         self._reader.cancel()
