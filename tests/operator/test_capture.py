@@ -17,6 +17,7 @@ import pytest
 
 from heapsnap.controller import capture
 from heapsnap.controller.capture import Limits, run_capture
+from heapsnap.engine import Progress
 from heapsnap.errors import HeapsnapError, InvalidInput, PodError, SignalNotHandled
 from heapsnap.k8s.objects import ResolvedTarget
 from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec
@@ -136,19 +137,15 @@ class FakeBackends:
         return found
 
 
-def progress(phase: str, **kw: Any) -> Any:
-    return SimpleNamespace(
-        phase=phase,
-        percent=kw.get("percent"),
-        bytes_sent=kw.get("bytes_sent", 0),
-        message=kw.get("message", ""),
-        inspector_port=kw.get("inspector_port"),
-    )
+def progress(phase: str, **kw: Any) -> Progress:
+    return Progress(phase, **kw)
 
 
-def opened(port: int = 40123, pid: int = 7) -> Any:
+def opened(port: int = 40123, pid: int = 7) -> Progress:
     """The engine's report right after it opened the target's inspector."""
-    return progress("activating", message=f"inspector of pid {pid} open on port {port}", inspector_port=port)
+    return Progress(
+        "activating", message=f"inspector of pid {pid} open on port {port}", inspector_port=port, pid=pid
+    )
 
 
 def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ _CLOSE_INSPECTOR_SECONDS = 120.0
 # A stopping operator's clean-up ends within this, so it exits inside the pod's grace period
 # (the chart's is 30 s; kopf cancels the handlers 2 s after SIGTERM).
 STOP_BUDGET_SECONDS = 20.0
-_PID_WORDS = re.compile(r"\bpid (\d+)\b")
 # Above this the operator leaves comparison and leak analysis to ``heapsnap diff/leaks``.
 ANALYSIS_MAX_BYTES = 1 << 30
 
@@ -389,13 +387,8 @@ class CaptureRun:
     def _opened_inspector(self, port: int, progress: Any) -> None:
         target = self.status.setdefault("target", {})
         target["inspectorPort"] = port
-        # The engine names the pid only in its message (Progress has no pid field yet).
-        pid = getattr(progress, "pid", None)
-        match = _PID_WORDS.search(progress.message or "")
-        if pid is None and match:
-            pid = int(match.group(1))
-        if pid is not None:
-            target["pid"] = int(pid)
+        if progress.pid is not None:
+            target["pid"] = int(progress.pid)
 
     async def _succeeded(self, results: list[Any]) -> None:
         result = results[-1]
