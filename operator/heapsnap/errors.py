@@ -134,6 +134,10 @@ class DiagnosticDirNotWritable(ActivationError):
     reason = "DiagnosticDirNotWritable"
 
 
+class NoScratchSpace(ActivationError):
+    reason = "NoScratchSpace"
+
+
 class PreflightRefused(HeapsnapError):
     reason = "InsufficientMemory"
 

@@ -14,6 +14,7 @@ from heapsnap.engine import (
     CaptureOptions,
     ProcessSelector,
     Progress,
+    Transfer,
     capture,
     capture_series,
     close_inspector,
@@ -27,20 +28,32 @@ pytestmark = pytest.mark.timeout(300)
 StartNode = Callable[..., NodeProcess]
 
 
+@pytest.mark.parametrize("transfer", ["stream", "tempfile"])
 @pytest.mark.parametrize("version", ["20", "22", "24"])
 async def test_capture_of_a_process_started_with_no_flags(
-    node_process: StartNode, tmp_path: Path, version: str
+    node_process: StartNode, tmp_path: Path, version: str, transfer: Transfer
 ) -> None:
-    app = node_process(LEAKY_APP, version=version)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    app = node_process(LEAKY_APP, version=version, env={"TMPDIR": str(scratch)})
     phases: list[str] = []
+    written: list[int] = []
 
     async def on_progress(progress: Progress) -> None:
         if not phases or phases[-1] != progress.phase:
             phases.append(progress.phase)
+        if progress.phase == "generating" and progress.bytes_sent:
+            written.append(progress.bytes_sent)
+            # Followed while V8 writes it: already unlinked, nothing to see in the directory.
+            assert not any(scratch.iterdir())
 
     out = tmp_path / "app.heapsnapshot"
     result = await capture(
-        LocalHost(), FileSink(out), selector=ProcessSelector(pid=app.pid), on_progress=on_progress
+        LocalHost(),
+        FileSink(out),
+        selector=ProcessSelector(pid=app.pid),
+        options=CaptureOptions(transfer=transfer),
+        on_progress=on_progress,
     )
 
     snapshot = load_snapshot(out)
@@ -48,6 +61,9 @@ async def test_capture_of_a_process_started_with_no_flags(
     assert count_instances(snapshot, "LeakyThing") == 100_000
     assert result.artifact.size_bytes == out.stat().st_size
     assert result.target.method == "inspector" and result.target.inspector_opened
+    assert result.target.transfer == transfer
+    # Streamed chunks arrive after generation; a followed file while V8 is writing it.
+    assert bool(written) == (transfer == "tempfile")
     assert result.target.node_version.startswith(f"v{version}.")
     assert phases == ["probing", "activating", "preflight", "generating", "transferring", "done"]
     assert result.preflight is not None and result.preflight.node_count > 0
@@ -57,12 +73,14 @@ async def test_capture_of_a_process_started_with_no_flags(
     # Left as found: still serving, the inspector heapsnap opened is closed again.
     assert app.get("/") == "ok 100000"
     assert await listening_ports(app.pid) == [app.port]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # noqa: ASYNC240
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, "scratch"]  # noqa: ASYNC240
+    assert not any(scratch.iterdir())
 
 
+@pytest.mark.parametrize("transfer", ["stream", "tempfile"])
 @pytest.mark.parametrize("version", ["22", "24"])
 async def test_busy_javascript_does_not_defer_the_snapshot(
-    node_process: StartNode, tmp_path: Path, version: str
+    node_process: StartNode, tmp_path: Path, version: str, transfer: Transfer
 ) -> None:
     stop = tmp_path / "stop"
     busy_app = LEAKY_APP.replace(
@@ -79,9 +97,10 @@ async def test_busy_javascript_does_not_defer_the_snapshot(
             LocalHost(),
             FileSink(tmp_path / "busy.heapsnapshot"),
             selector=ProcessSelector(pid=app.pid),
-            options=CaptureOptions(timeout_seconds=120),
+            options=CaptureOptions(timeout_seconds=120, transfer=transfer),
         )
         assert spin.is_alive()
+        assert result.target.transfer == transfer
     finally:
         stop.touch()
         spin.join(timeout=60)
@@ -125,7 +144,10 @@ async def test_an_inspector_left_open_by_a_dead_capturer_is_closed(node_process:
     assert await close_inspector(LocalHost(), app.pid, opened[0])
 
 
-async def test_series_keeps_node_ids_comparable(node_process: StartNode, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transfer", ["stream", "tempfile"])
+async def test_series_keeps_node_ids_comparable(
+    node_process: StartNode, tmp_path: Path, transfer: Transfer
+) -> None:
     app = node_process(LEAKY_APP, version="24", args=["--inspect-port=0"], env={"LEAKY_COUNT": "1000"})
     paths = [tmp_path / f"s{i}.heapsnapshot" for i in range(2)]
     results = await capture_series(
@@ -134,8 +156,9 @@ async def test_series_keeps_node_ids_comparable(node_process: StartNode, tmp_pat
         count=2,
         interval_seconds=0,
         selector=ProcessSelector(pid=app.pid),
+        options=CaptureOptions(transfer=transfer),
     )
-    assert len(results) == 2
+    assert [r.target.transfer for r in results] == [transfer, transfer]
     ids = []
     for path in paths:
         snapshot = load_snapshot(path)

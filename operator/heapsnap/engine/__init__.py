@@ -23,6 +23,7 @@ from heapsnap.engine._types import (
     Progress,
     ProgressCallback,
     TargetInfo,
+    Transfer,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Progress",
     "ProgressCallback",
     "TargetInfo",
+    "Transfer",
     "capture",
     "capture_inspector",
     "capture_series",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class NodeProcessInfo:
     memory_max: int | None
     memory_current: int | None
     mem_available: int | None
+    tmpdir: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> NodeProcessInfo:
@@ -63,6 +65,7 @@ class NodeProcessInfo:
             memory_max=memory.get("max"),
             memory_current=memory.get("current"),
             mem_available=raw.get("mem_available_bytes"),
+            tmpdir=raw.get("tmpdir") or None,
         )
 
     @property
@@ -93,6 +96,17 @@ class NodeProcessInfo:
 
     def handles(self, mask: int) -> bool:
         return bool(self.sigcgt & mask)
+
+    def diagnostic_dir(self) -> str:
+        """Where the process writes diagnostic files: --diagnostic-dir, else its cwd."""
+        cwd = self.cwd or "/"
+        return posixpath.normpath(posixpath.join(cwd, self.flag("--diagnostic-dir") or cwd))
+
+    def scratch_dirs(self) -> list[str]:
+        """Directories for a temporary snapshot, most fitting first."""
+        flag = self.diagnostic_dir() if self.flag("--diagnostic-dir") else None
+        candidates = [flag, self.tmpdir, "/tmp", self.cwd]
+        return list(dict.fromkeys(posixpath.normpath(d) for d in candidates if d and d.startswith("/")))
 
 
 @dataclass(frozen=True)

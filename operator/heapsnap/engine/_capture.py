@@ -9,6 +9,7 @@ import posixpath
 import re
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ from heapsnap.errors import (
     InspectorPortTaken,
     InspectorUnreachable,
     InvalidInput,
+    NoScratchSpace,
     NotNodeProcess,
     ProcessNotFound,
     SignalNotHandled,
@@ -122,6 +124,10 @@ class _Stats:
     started: float = 0.0
     first_chunk: float | None = None
     last_chunk: float | None = None
+    # When the target was done: the end of generation when known, else the last chunk.
+    generated: float | None = None
+    # Bytes can flow while V8 still writes (a followed file): then they are "generating".
+    phase: str = "transferring"
     summary: StreamingSummary | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -152,7 +158,11 @@ async def _deliver(stats: _Stats, sink: Sink, data: bytes, on_progress: Progress
     before = stats.bytes_sent
     stats.bytes_sent += len(data)
     if stats.bytes_sent // _REPORT_EVERY_BYTES != before // _REPORT_EVERY_BYTES:
-        await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
+        if stats.phase == "generating":
+            written = f"{stats.bytes_sent // MiB:,} MiB written"
+            await _report(on_progress, Progress("generating", bytes_sent=stats.bytes_sent, message=written))
+        else:
+            await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
 
 
 def _finish_summary(stats: _Stats) -> SnapshotSummary | None:
@@ -198,6 +208,94 @@ async def _take_inspector_snapshot(
             for method in ("Debugger.resume", "Debugger.disable"):
                 with contextlib.suppress(CdpClosed, CdpCommandError):
                     await cdp.send(method)
+
+
+FILE_BYTES_PER_NODE = 120  # snapshot file size per heap node, with margin (70-121 B measured)
+_WRITE_SNAPSHOT = (
+    "(globalThis.process.getBuiltinModule ? process.getBuiltinModule('v8') : require('v8'))"
+    ".writeHeapSnapshot({path})"
+)
+
+
+async def _scratch_dir(ctx: _InspectorContext, options: CaptureOptions) -> str | None:
+    """A directory of the target's where V8 can write the snapshot, or None to stream it."""
+    if options.transfer == "stream":
+        return None
+    nodes = ctx.preflight.node_count if ctx.preflight is not None else ctx.info.rss_bytes // 37
+    need = int(nodes * FILE_BYTES_PER_NODE * 1.5)
+    tried: list[str] = []
+    for directory in ctx.info.scratch_dirs():
+        answer = await ctx.agent.call("writable", str(ctx.info.pid), directory)
+        free = answer.get("free")
+        if not answer.get("writable"):
+            tried.append(f"{directory} not writable")
+        elif answer.get("tmpfs"):
+            tried.append(f"{directory} is tmpfs (memory)")
+        elif free is not None and int(free) < need:
+            tried.append(f"{directory} has {int(free) // MiB:,} MiB free")
+        else:
+            return directory
+    if options.transfer == "tempfile":
+        raise NoScratchSpace(
+            f"Process {ctx.info.pid} has no disk-backed directory with ~{need // MiB:,} MiB free for a "
+            f"temporary snapshot ({'; '.join(tried)}): use transfer stream, or give it --diagnostic-dir "
+            "on a volume with room."
+        )
+    return None
+
+
+async def _take_tempfile_snapshot(
+    ctx: _InspectorContext,
+    directory: str,
+    sink: Sink,
+    stats: _Stats,
+    options: CaptureOptions,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """V8 writes the snapshot to a file that the agent unlinks at once and streams as it grows."""
+    pid = ctx.info.pid
+    path = posixpath.join(directory, f".heapsnap-{uuid.uuid4().hex}.heapsnapshot")
+    timeout = options.timeout_seconds or 24 * 3600
+
+    async def deliver(data: bytes) -> None:
+        await _deliver(stats, sink, data, on_progress)
+
+    stats.phase = "generating"
+    follower = asyncio.create_task(
+        ctx.agent.run("tail", str(pid), path, str(timeout), stdout=deliver, limit=None)
+    )
+    try:
+        await _report(
+            on_progress, Progress("generating", message=f"V8 is writing the snapshot in {directory}")
+        )
+        stats.started = time.monotonic()
+        reply = await ctx.cdp.send(
+            "Runtime.evaluate",
+            {"expression": _WRITE_SNAPSHOT.format(path=json.dumps(path)), "includeCommandLineAPI": True},
+        )
+        stats.generated = time.monotonic()
+        if "exceptionDetails" in reply:
+            details = reply["exceptionDetails"]
+            text = details.get("exception", {}).get("description") or details.get("text", "")
+            raise CaptureError(f"Process {pid} could not write its snapshot to {directory}: {text[:300]}")
+        stats.phase = "transferring"
+        await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
+        result = await follower
+        if result.exit_code == 3:
+            raise TargetExited(f"Process {pid} exited while writing its snapshot; no snapshot was stored.")
+        if result.exit_code != 0:
+            raise CaptureError(
+                f"Reading the snapshot of process {pid} from {path} failed: "
+                + result.stderr.decode(errors="replace")[-300:]
+            )
+    except BaseException:
+        follower.cancel()
+        with contextlib.suppress(BaseException):
+            await follower
+        # The agent unlinks the file once it opened it; this covers a failure before that.
+        with contextlib.suppress(HeapsnapError):
+            await ctx.agent.call("remove", path)
+        raise
 
 
 async def _explain_closed(agent: Agent, pid: int, cdp: CdpSession, error: CdpClosed) -> HeapsnapError:
@@ -259,7 +357,13 @@ async def _snapshot_to_sink(
     stats = _Stats(summary=_new_summary(options.summary_top))
     try:
         try:
-            await _take_inspector_snapshot(ctx.cdp, sink, stats, ctx.agent.major, on_progress)
+            directory = await _scratch_dir(ctx, options)
+            if directory is not None:
+                ctx.target.transfer = "tempfile"
+                await _take_tempfile_snapshot(ctx, directory, sink, stats, options, on_progress)
+            else:
+                ctx.target.transfer = "stream"
+                await _take_inspector_snapshot(ctx.cdp, sink, stats, ctx.agent.major, on_progress)
         except CdpClosed as error:
             raise await _explain_closed(ctx.agent, ctx.info.pid, ctx.cdp, error) from error
         except CdpCommandError as error:
@@ -288,7 +392,7 @@ async def _commit(
     result = CaptureResult(
         target=target,
         artifact=artifact,
-        pause_seconds=round((stats.last_chunk or ended) - stats.started, 3),
+        pause_seconds=round((stats.generated or stats.last_chunk or ended) - stats.started, 3),
         transfer_seconds=round(ended - (stats.first_chunk or ended), 3),
         total_seconds=round(ended - started, 3),
         summary=summary,
@@ -433,8 +537,7 @@ async def _capture_signal(
             f"Process {info.pid} has no handler for {name} (per /proc/{info.pid}/status SigCgt) although "
             f"--heapsnapshot-signal={name} is set; sending it would kill the process, so heapsnap did not."
         )
-    directory = info.flag("--diagnostic-dir") or info.cwd or "/"
-    directory = posixpath.normpath(posixpath.join(info.cwd or "/", directory))
+    directory = info.diagnostic_dir()
     if not (await agent.call("writable", str(info.pid), directory)).get("writable"):
         raise DiagnosticDirNotWritable(
             f"Process {info.pid} cannot write its snapshot to {directory} (its diagnostic directory), and "
@@ -448,70 +551,29 @@ async def _capture_signal(
             info, node_major=agent.major, heap_used=None, available_override=options.available_bytes
         )
         _preflight.check(preflight, info.pid, options.preflight, warnings)
-    target = TargetInfo(info.pid, agent.version, info.command, "signal", False)
+    target = TargetInfo(info.pid, agent.version, info.command, "signal", False, "tempfile")
     await _report(on_progress, Progress("signalling", message=f"sending {name} to pid {info.pid}"))
-    stats = _Stats(summary=_new_summary(options.summary_top), started=time.monotonic())
-    path = await _signal_and_wait(agent, info.pid, name, directory, options, on_progress)
-    generated = time.monotonic()
-    try:
+    stats = _Stats(summary=_new_summary(options.summary_top), started=time.monotonic(), phase="generating")
 
-        async def deliver(data: bytes) -> None:
-            await _deliver(stats, sink, data, on_progress)
-
-        result = await agent.run("stream", path, "--delete", stdout=deliver, limit=None)
-        if result.exit_code != 0:
-            raise CaptureError(
-                f"Reading the snapshot {path} failed: {result.stderr.decode(errors='replace')[-300:]}"
-            )
-    except BaseException:
-        with contextlib.suppress(HeapsnapError):
-            await agent.call("remove", path)
-        raise
-    captured = await _commit(sink, stats, target, preflight, warnings, started, on_progress)
-    captured.pause_seconds = round(generated - stats.started, 3)
-    return captured
-
-
-async def _signal_and_wait(
-    agent: Agent,
-    pid: int,
-    name: str,
-    directory: str,
-    options: CaptureOptions,
-    on_progress: ProgressCallback | None,
-) -> str:
-    buffer = b""
-    outcome: dict[str, object] = {}
-
-    async def on_line(data: bytes) -> None:
-        nonlocal buffer
-        buffer += data
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            message = json.loads(line)
-            if "size" in message and "path" not in message:
-                size = int(message["size"])
-                await _report(on_progress, Progress("generating", message=f"{size // MiB} MiB written"))
-            else:
-                outcome.update(message)
+    async def deliver(data: bytes) -> None:
+        await _deliver(stats, sink, data, on_progress)
 
     timeout = options.timeout_seconds or 24 * 3600
+    # The agent signals, then follows the file the process writes (unlinked once opened).
     result = await agent.run(
-        "signal-wait", str(pid), name, directory, str(timeout), stdout=on_line, limit=None
+        "signal-follow", str(info.pid), name, directory, str(timeout), stdout=deliver, limit=None
     )
-    if outcome.get("error") == "gone" or result.exit_code == 3:
-        raise TargetExited(f"Process {pid} exited while writing its snapshot; no snapshot was stored.")
-    if outcome.get("error") == "timeout":
-        if outcome.get("path"):
-            with contextlib.suppress(HeapsnapError):
-                await agent.call("remove", str(outcome["path"]))
-        raise CaptureTimeout(f"Process {pid} did not finish its snapshot within {timeout:g} s.")
-    if result.exit_code != 0 or "path" not in outcome:
-        raise CaptureError(
-            f"Waiting for the snapshot of process {pid} failed: "
-            + result.stderr.decode(errors="replace")[-300:]
-        )
-    return str(outcome["path"])
+    stderr = result.stderr.decode(errors="replace").strip()
+    if result.exit_code == 3:
+        raise TargetExited(f"Process {info.pid} exited while writing its snapshot; no snapshot was stored.")
+    if result.exit_code == 4:
+        raise CaptureTimeout(f"Process {info.pid} did not finish its snapshot within {timeout:g} s.")
+    if result.exit_code != 0 or stats.bytes_sent == 0:
+        raise CaptureError(f"Capturing process {info.pid} by signal failed: {stderr[-300:]}")
+    captured = await _commit(sink, stats, target, preflight, warnings, started, on_progress)
+    with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+        captured.pause_seconds = round(float(json.loads(stderr.splitlines()[-1])["written_seconds"]), 3)
+    return captured
 
 
 class _DirectHost:

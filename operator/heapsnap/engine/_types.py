@@ -11,6 +11,7 @@ from heapsnap.sinks.base import Artifact
 
 Method = Literal["auto", "inspector", "signal"]
 PreflightMode = Literal["enforce", "warn", "skip"]
+Transfer = Literal["auto", "stream", "tempfile"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class CaptureOptions:
 
     ``available_bytes`` overrides the memory headroom the preflight measures (a limit
     the probe cannot see, or tests).
+
+    ``transfer`` is how an inspector capture leaves the process: ``stream`` as
+    inspector protocol chunks (nothing written in the target); ``tempfile`` written by V8
+    to a temporary file next to the target, deleted at once and read while it grows (the
+    speed of ``writeHeapSnapshot``, no extra memory in the target, but disk space for
+    the snapshot there); ``auto`` takes ``tempfile`` where a writable, disk-backed
+    directory has room for it, else ``stream``.
     """
 
     method: Method = "auto"
@@ -39,6 +47,7 @@ class CaptureOptions:
     timeout_seconds: float | None = None
     summary_top: int = 20
     available_bytes: int | None = None
+    transfer: Transfer = "auto"
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,9 @@ class Progress:
     percent: float | None = None
     bytes_sent: int = 0
     message: str = ""
-    # Set once heapsnap has opened the target's inspector: the port to close after a crash.
+    # Set once heapsnap has opened the target's inspector: what to close after a crash.
     inspector_port: int | None = None
+    pid: int | None = None
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
@@ -64,6 +74,8 @@ class TargetInfo:
     command: str
     method: Literal["inspector", "signal"]
     inspector_opened: bool = False
+    # How the bytes left the process: inspector protocol chunks, or a followed file.
+    transfer: Literal["stream", "tempfile"] = "stream"
 
 
 @dataclass

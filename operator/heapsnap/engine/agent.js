@@ -93,6 +93,7 @@ function describe(pid) {
   try { cwd = fs.readlinkSync(`/proc/${pid}/cwd`); } catch (e) { /* no permission */ }
   const env = splitNul(read(`/proc/${pid}/environ`));
   const nodeOptions = env.find((e) => e.startsWith('NODE_OPTIONS='));
+  const tmpdir = env.find((e) => e.startsWith('TMPDIR='));
   const inodes = socketInodes(pid);
   const comm = (read(`/proc/${pid}/comm`) || '').trim();
   const meminfo = read('/proc/meminfo');
@@ -108,6 +109,7 @@ function describe(pid) {
     sigcgt: field(status, 'SigCgt'),
     vm_rss_bytes: Number((field(status, 'VmRSS') || '0 kB').split(/\s+/)[0]) * 1024,
     node_options: nodeOptions ? nodeOptions.slice('NODE_OPTIONS='.length) : null,
+    tmpdir: tmpdir ? tmpdir.slice('TMPDIR='.length) : null,
     listening: listeners(pid).filter((l) => inodes.has(l.inode)).map((l) => l.port),
     memory: cgroupMemory(pid),
     mem_available_bytes: avail === null ? null : Number(avail.split(/\s+/)[0]) * 1024,
@@ -165,7 +167,9 @@ function writable(args) {
       process.setuid(uid);
     }
     fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
-    out({ writable: true });
+    // Free space and filesystem type (tmpfs is memory) where this Node.js can tell.
+    const st = fs.statfsSync ? fs.statfsSync(dir) : null;
+    out({ writable: true, free: st ? st.bavail * st.bsize : null, tmpfs: st ? st.type === 0x01021994 : null });
   } catch (e) {
     out({ writable: false, code: e.code || String(e) });
   }
@@ -175,54 +179,84 @@ function snapshotFiles(dir, pid) {
   const re = new RegExp(`^Heap\\.\\d{8}\\.\\d{6}\\.${pid}\\.\\d+\\.\\d+\\.heapsnapshot$`);
   try { return fs.readdirSync(dir).filter((n) => re.test(n)); } catch (e) { return []; }
 }
-function openBy(pid, file) {
+// Whether `pid` still has the file `stat` describes open (by inode: it is unlinked).
+function holds(pid, stat) {
   let fds = [];
   try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch (e) { return false; }
   for (const fd of fds) {
-    try { if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === file) return true; } catch (e) { /* closed */ }
+    try {
+      const s = fs.statSync(`/proc/${pid}/fd/${fd}`);
+      if (s.ino === stat.ino && s.dev === stat.dev) return true;
+    } catch (e) { /* closed meanwhile */ }
   }
   return false;
 }
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+function send(chunk) {
+  return new Promise((resolve, reject) => process.stdout.write(chunk, (e) => (e ? reject(e) : resolve())));
+}
+function gone(message) {
+  process.stderr.write(message + '\n');
+  process.exit(3);
+}
+// Waits for `pick()` to name the file `pid` is writing, opens it and unlinks it at once
+// (nothing is left behind, whoever dies), then sends its bytes on stdout as they are
+// written, until `pid` has closed it and every byte is out. Reading from the disk gives
+// the writer no backpressure and costs the target no memory, unlike inspector chunks.
+async function follow(pid, pick, deadline, onGone, since = null) {
+  let file = null;
+  while (file === null) {
+    if (!alive(pid)) { onGone(); gone(`process ${pid} exited before writing its snapshot`); }
+    if (Date.now() > deadline) { process.stderr.write('timeout: no snapshot file appeared\n'); process.exit(4); }
+    file = pick();
+    if (file === null) await sleep(20);
+  }
+  const fd = fs.openSync(file, 'r');
+  fs.unlinkSync(file);
+  const stat = fs.fstatSync(fd);
+  const started = since === null ? Date.now() : since;
+  let writtenSeconds = null;
+  let closed = false;
+  for (;;) {
+    const chunk = Buffer.allocUnsafe(1 << 20);
+    const n = fs.readSync(fd, chunk, 0, chunk.length, null);
+    if (n > 0) { await send(chunk.subarray(0, n)); continue; }
+    if (closed) break;
+    if (!alive(pid)) gone(`process ${pid} exited while writing its snapshot`);
+    if (Date.now() > deadline) { process.stderr.write('timeout: the snapshot is still being written\n'); process.exit(4); }
+    closed = !holds(pid, stat);
+    if (closed) writtenSeconds = (Date.now() - started) / 1000;
+    else await sleep(20);
+  }
+  fs.closeSync(fd);
+  // How long the process took to write the file, from the signal (or its appearance).
+  process.stderr.write(JSON.stringify({ written_seconds: writtenSeconds }) + '\n');
+}
 
-// Lists the target's snapshot files, sends the signal, waits for the new file to be
-// written and closed, printing {"size": n} lines meanwhile, then {"path": p}.
-function signalWait(args) {
+// tail PID FILE TIMEOUT: FILE is about to be written by PID (writeHeapSnapshot).
+function tail(args) {
+  const [pidText, file, timeoutText] = args;
+  const deadline = Date.now() + Number(timeoutText) * 1000;
+  const exists = () => (fs.existsSync(file) ? file : null);
+  return follow(Number(pidText), exists, deadline, () => {});
+}
+
+// signal-follow PID SIGNAL DIR TIMEOUT: sends the snapshot signal and follows the file
+// the process writes in DIR.
+function signalFollow(args) {
   const [pidText, sig, dir, timeoutText] = args;
   const pid = Number(pidText);
   const deadline = Date.now() + Number(timeoutText) * 1000;
   const before = new Set(snapshotFiles(dir, pid));
-  if (!alive(pid)) { out({ error: 'gone' }); process.exit(3); }
+  const fresh = () => snapshotFiles(dir, pid).filter((n) => !before.has(n)).sort();
+  if (!alive(pid)) gone(`process ${pid} is gone`);
   process.kill(pid, sig);
-  let file = null;
-  let lastSize = -1;
-  const tick = () => {
-    if (file === null) {
-      const fresh = snapshotFiles(dir, pid).filter((n) => !before.has(n));
-      if (fresh.length) file = path.join(dir, fresh.sort().pop());
-    }
-    const size = file === null ? 0 : (() => { try { return fs.statSync(file).size; } catch (e) { return 0; } })();
-    if (size !== lastSize) { out({ size }); lastSize = size; }
-    if (!alive(pid)) {
-      // A partial snapshot is useless: remove whatever the dead process started writing.
-      for (const name of snapshotFiles(dir, pid).filter((n) => !before.has(n))) {
-        try { fs.unlinkSync(path.join(dir, name)); } catch (e) { /* already gone */ }
-      }
-      out({ error: 'gone' });
-      process.exit(3);
-    }
-    if (file !== null && size > 0 && !openBy(pid, file)) { out({ path: file, size }); return; }
-    if (Date.now() > deadline) { out({ error: 'timeout', path: file }); process.exit(4); }
-    setTimeout(tick, 50);
+  const signalled = Date.now();
+  const pick = () => { const names = fresh(); return names.length ? path.join(dir, names.pop()) : null; };
+  const removeStarted = () => {
+    for (const name of fresh()) { try { fs.unlinkSync(path.join(dir, name)); } catch (e) { /* gone */ } }
   };
-  tick();
-}
-
-function stream(args) {
-  const file = args[0];
-  const input = fs.createReadStream(file, { highWaterMark: 1 << 20 });
-  input.on('error', (e) => { process.stderr.write(String(e) + '\n'); process.exit(3); });
-  input.pipe(process.stdout);
-  input.on('end', () => { if (args[1] === '--delete') fs.unlinkSync(file); });
+  return follow(pid, pick, deadline, removeStarted, signalled);
 }
 
 function remove(args) {
@@ -230,9 +264,12 @@ function remove(args) {
   out({ ok: true });
 }
 
-const commands = { probe, activate, signal, writable, 'signal-wait': signalWait, stream, remove };
+const commands = { probe, activate, signal, writable, tail, 'signal-follow': signalFollow, remove };
 if (!commands[sub]) {
   process.stderr.write(`heapsnap agent: unknown subcommand ${sub}\n`);
   process.exit(2);
 }
-commands[sub](argv.slice(1));
+Promise.resolve(commands[sub](argv.slice(1))).catch((e) => {
+  process.stderr.write(String((e && e.stack) || e) + '\n');
+  process.exit(1);
+});
