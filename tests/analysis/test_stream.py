@@ -9,6 +9,7 @@ import pytest
 
 from heapsnap.analysis.render import summary_table
 from heapsnap.analysis.stream import StreamingSummary
+from heapsnap.analysis.tokenizer import parse_ints
 from heapsnap.errors import SnapshotFormatError
 
 from .conftest import LEAK_COUNT, SnapshotSeries
@@ -109,6 +110,29 @@ def test_bad_input_is_a_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(SnapshotFormatError, match=message):
         streaming.feed(data)
         streaming.finish()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", []),
+        (b"\n", []),
+        (b"0", [0]),
+        (b",5215,13913\n,72,", [5215, 13913, 72]),
+        (b" 1 , 2 ", [1, 2]),
+        (b"1,x", "holds 'x'"),
+        (b"1,-2", "holds '-'"),
+        (b"1,2.5", "holds '.'"),
+        (b"1,12345678901234567890", "more than 18 digits"),
+    ],
+)
+def test_integer_runs_parse_exactly_or_name_the_bad_byte(data: bytes, expected: list[int] | str) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(SnapshotFormatError, match=expected):
+            parse_ints(data)
+    else:
+        assert parse_ints(data).tolist() == expected
+        assert parse_ints(memoryview(data)).tolist() == expected
 
 
 def test_a_truncated_snapshot_is_refused(series: SnapshotSeries) -> None:

@@ -14,6 +14,7 @@ the :class:`SnapshotVisitor` protocol, so there is only one parser.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -116,6 +117,23 @@ class SnapshotVisitor(Protocol):
 
 def parse_ints(data: bytes | memoryview, section: str = "nodes") -> IntArray:
     """Every integer in ``data``, which holds whole numbers separated by commas or spaces."""
+    # numpy's C text parser is ~9x faster than the vectorised digit arithmetic below; it
+    # stops at anything unexpected, and the slow path then names the bad byte.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            text = (data if isinstance(data, bytes) else bytes(data)).lstrip(b", \t\r\n")
+            fast: IntArray = np.fromstring(text, dtype=np.int64, sep=",")
+        except (DeprecationWarning, ValueError):
+            pass
+        else:
+            # A lone 0 may stand for blank input, and the parser clamps what overflows.
+            if fast.size > 1 and int(fast.min()) >= 0 and int(fast.max()) < 10**18:
+                return fast
+    return _parse_ints_exactly(data, section)
+
+
+def _parse_ints_exactly(data: bytes | memoryview, section: str) -> IntArray:
     raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size == 0:
         return np.empty(0, dtype=np.int64)
