@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from heapsnap.engine import CaptureOptions, ProcessSelector, Progress, capture
+from heapsnap.engine import CaptureOptions, ProcessSelector, Progress, Transfer, capture
 from heapsnap.errors import BucketNotFound, StorageAccessDenied, TargetExited
 from heapsnap.sinks.s3 import (
     S3Config,
@@ -158,14 +158,17 @@ async def test_missing_bucket_is_found_before_the_target_is_touched(
     assert "Debugger listening" not in app.stderr_text()
 
 
+@pytest.mark.parametrize("transfer", ["stream", "tempfile"])
 async def test_target_exiting_mid_upload_aborts_the_multipart_upload(
-    s3_server: S3Server, node_process: StartNode, tmp_path: Path
+    s3_server: S3Server, node_process: StartNode, tmp_path: Path, transfer: Transfer
 ) -> None:
     bucket = s3_server.create_bucket()
-    app = node_process(LEAKY_APP, args=["--inspect-port=0"])
+    # Big enough that V8 is still writing its file when the first 4 MiB are uploaded.
+    count = "100000" if transfer == "stream" else "1000000"
+    app = node_process(LEAKY_APP, args=["--inspect-port=0"], env={"LEAKY_COUNT": count})
 
     async def kill_when_transferring(progress: Progress) -> None:
-        if progress.phase == "transferring":
+        if progress.phase == "transferring" or progress.bytes_sent:
             app.popen.kill()
 
     with pytest.raises(TargetExited):
@@ -173,7 +176,7 @@ async def test_target_exiting_mid_upload_aborts_the_multipart_upload(
             LocalHost(),
             S3Sink(config_for(s3_server, bucket), "gone", part_size=5 * MiB),
             selector=ProcessSelector(pid=app.pid),
-            options=CaptureOptions(method="inspector"),
+            options=CaptureOptions(method="inspector", transfer=transfer),
             on_progress=kill_when_transferring,
         )
     assert uploads(s3_server, bucket) == []

@@ -13,10 +13,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from heapsnap.analysis.stream import SnapshotSummary, StreamingSummary
+from heapsnap.analysis.stream import SnapshotSummary
 from heapsnap.engine import _inspector, _preflight
 from heapsnap.engine._agent import Agent, NodeProcessInfo, signal_mask
 from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
+from heapsnap.engine._summary import SummaryWorker
 from heapsnap.engine._types import (
     CaptureOptions,
     CaptureResult,
@@ -40,7 +41,6 @@ from heapsnap.errors import (
     NotNodeProcess,
     ProcessNotFound,
     SignalNotHandled,
-    SnapshotFormatError,
     TargetExited,
 )
 from heapsnap.sinks.base import Artifact, Sink
@@ -50,7 +50,6 @@ MiB = 1 << 20
 _ANY_PROCESS = ProcessSelector()
 _DEFAULTS = CaptureOptions()
 _REPORT_EVERY_BYTES = 4 * MiB
-_SUMMARY_PIECE = 128 << 10
 
 
 async def _report(on_progress: ProgressCallback | None, progress: Progress) -> None:
@@ -128,17 +127,8 @@ class _Stats:
     generated: float | None = None
     # Bytes can flow while V8 still writes (a followed file): then they are "generating".
     phase: str = "transferring"
-    summary: StreamingSummary | None = None
+    summary: SummaryWorker | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def _new_summary(top: int) -> StreamingSummary | None:
-    summary = StreamingSummary(top=top)
-    try:
-        summary.feed(b"")
-    except NotImplementedError:
-        return None
-    return summary
 
 
 async def _deliver(stats: _Stats, sink: Sink, data: bytes, on_progress: ProgressCallback | None) -> None:
@@ -146,15 +136,9 @@ async def _deliver(stats: _Stats, sink: Sink, data: bytes, on_progress: Progress
     if stats.first_chunk is None:
         stats.first_chunk = now
     stats.last_chunk = now
-    await sink.write(data)
     if stats.summary is not None:
-        try:
-            # The summary's temporaries scale with the piece fed: small pieces keep RSS low.
-            for offset in range(0, len(data), _SUMMARY_PIECE):
-                stats.summary.feed(data[offset : offset + _SUMMARY_PIECE])
-        except Exception as error:  # the summary is a bonus: never lose the artifact for it
-            stats.warnings.append(f"Summary skipped: {error}")
-            stats.summary = None
+        await stats.summary.feed(data)
+    await sink.write(data)
     before = stats.bytes_sent
     stats.bytes_sent += len(data)
     if stats.bytes_sent // _REPORT_EVERY_BYTES != before // _REPORT_EVERY_BYTES:
@@ -165,12 +149,12 @@ async def _deliver(stats: _Stats, sink: Sink, data: bytes, on_progress: Progress
             await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
 
 
-def _finish_summary(stats: _Stats) -> SnapshotSummary | None:
+async def _finish_summary(stats: _Stats) -> SnapshotSummary | None:
     if stats.summary is None:
         return None
     try:
-        return stats.summary.finish()
-    except (SnapshotFormatError, NotImplementedError) as error:
+        return await stats.summary.finish()
+    except Exception as error:  # the summary is a bonus: never lose the artifact for it
         stats.warnings.append(f"Summary skipped: {error}")
         return None
 
@@ -354,7 +338,7 @@ async def _snapshot_to_sink(
     ctx: _InspectorContext, sink: Sink, options: CaptureOptions, on_progress: ProgressCallback | None
 ) -> CaptureResult:
     started = time.monotonic()
-    stats = _Stats(summary=_new_summary(options.summary_top))
+    stats = _Stats(summary=SummaryWorker.start(options.summary_top))
     try:
         try:
             directory = await _scratch_dir(ctx, options)
@@ -388,7 +372,7 @@ async def _commit(
     await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
     artifact: Artifact = await sink.commit()
     ended = time.monotonic()
-    summary = _finish_summary(stats)
+    summary = await _finish_summary(stats)
     result = CaptureResult(
         target=target,
         artifact=artifact,
@@ -553,7 +537,9 @@ async def _capture_signal(
         _preflight.check(preflight, info.pid, options.preflight, warnings)
     target = TargetInfo(info.pid, agent.version, info.command, "signal", False, "tempfile")
     await _report(on_progress, Progress("signalling", message=f"sending {name} to pid {info.pid}"))
-    stats = _Stats(summary=_new_summary(options.summary_top), started=time.monotonic(), phase="generating")
+    stats = _Stats(
+        summary=SummaryWorker.start(options.summary_top), started=time.monotonic(), phase="generating"
+    )
 
     async def deliver(data: bytes) -> None:
         await _deliver(stats, sink, data, on_progress)
@@ -654,7 +640,7 @@ async def capture_inspector(
                     )
                     warnings: list[str] = []
                     _preflight.check(preflight, target.pid, options.preflight, warnings)
-                stats = _Stats(summary=_new_summary(options.summary_top))
+                stats = _Stats(summary=SummaryWorker.start(options.summary_top))
                 try:
                     await _take_inspector_snapshot(cdp, sink, stats, major, on_progress)
                 except CdpClosed as error:

@@ -217,8 +217,10 @@ async function follow(pid, pick, deadline, onGone, since = null) {
   const started = since === null ? Date.now() : since;
   let writtenSeconds = null;
   let closed = false;
+  // One buffer, reused once each write has flushed: the agent runs in the target's
+  // container and its memory counts against the target's limit.
+  const chunk = Buffer.allocUnsafe(1 << 20);
   for (;;) {
-    const chunk = Buffer.allocUnsafe(1 << 20);
     const n = fs.readSync(fd, chunk, 0, chunk.length, null);
     if (n > 0) { await send(chunk.subarray(0, n)); continue; }
     if (closed) break;
