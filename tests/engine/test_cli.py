@@ -31,12 +31,17 @@ def test_capture_to_a_file_prints_the_artifact_and_the_summary(
 ) -> None:
     app = node_process(LEAKY_APP, args=["--inspect-port=0"])
     out = tmp_path / "cli.heapsnapshot"
-    done = heapsnap("capture", "--pid", str(app.pid), "-o", str(out), "--json")
+    done = heapsnap("capture", "--pid", str(app.pid), "-o", str(out), "--json", "--transfer", "stream")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["artifact"]["uri"] == str(out)
     assert result["target"]["pid"] == app.pid and result["target"]["method"] == "inspector"
+    assert result["target"]["transfer"] == "stream"
     assert node_count(load_snapshot(out)) > 0
+
+    done = heapsnap("capture", "--pid", str(app.pid), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"pid {app.pid}, node v20." in done.stdout and "by inspector (tempfile)" in done.stdout
 
 
 async def test_capture_through_an_inspector_address(node_process: StartNode, tmp_path: Path) -> None:

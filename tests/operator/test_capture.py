@@ -17,7 +17,7 @@ import pytest
 
 from heapsnap.controller import capture
 from heapsnap.controller.capture import Limits, run_capture
-from heapsnap.engine import Progress
+from heapsnap.engine import Progress, TargetInfo
 from heapsnap.errors import HeapsnapError, InvalidInput, PodError, SignalNotHandled
 from heapsnap.k8s.objects import ResolvedTarget
 from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec
@@ -25,10 +25,15 @@ from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def make_pod(name: str = "api-0", uid: str = "pod-uid", containers: tuple[str, ...] = ("app",)) -> Any:
+def make_pod(
+    name: str = "api-0", uid: str = "pod-uid", containers: tuple[str, ...] = ("app",), limits: Any = None
+) -> Any:
+    resources = SimpleNamespace(limits=limits)
     return SimpleNamespace(
         metadata=SimpleNamespace(name=name, uid=uid, deletion_timestamp=None, creation_timestamp=None),
-        spec=SimpleNamespace(containers=[SimpleNamespace(name=c) for c in containers], node_name="node-1"),
+        spec=SimpleNamespace(
+            containers=[SimpleNamespace(name=c, resources=resources) for c in containers], node_name="node-1"
+        ),
         status=SimpleNamespace(
             phase="Running",
             start_time=None,
@@ -83,6 +88,7 @@ class FakeBackends:
     analysis_error: HeapsnapError | None = None
     closed: list[tuple[str, int, int]] = field(default_factory=list)
     close_result: bool | Exception = True
+    specs: list[HeapSnapshotSpec] = field(default_factory=list)
 
     def host(self, namespace: str, target: ResolvedTarget) -> Any:
         return target
@@ -110,6 +116,7 @@ class FakeBackends:
         self, host: Any, sink: Any, spec: HeapSnapshotSpec, on_progress: Callable[[Any], Awaitable[None]]
     ) -> Any:
         self.captures += 1
+        self.specs.append(spec)
         assert self.behaviour is not None
         return await self.behaviour(on_progress)
 
@@ -159,7 +166,7 @@ def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:
         await on_progress(progress("done", bytes_sent=20))
         return SimpleNamespace(
             artifact=SimpleNamespace(uri="s3://b/k", size_bytes=20, compressed_bytes=8, sha256="ab" * 32),
-            target=SimpleNamespace(pid=7, node_version="v20.20.2", command="node app.js", method="inspector"),
+            target=TargetInfo(7, "v20.20.2", "node app.js", "inspector", transfer="tempfile"),
             pause_seconds=0.5,
             transfer_seconds=0.1,
             total_seconds=1.0,
@@ -220,6 +227,7 @@ async def test_success_fills_status_and_events() -> None:
         "nodeVersion": "v20.20.2",
         "command": "node app.js",
         "method": "inspector",
+        "transfer": "tempfile",
     }
     assert status["summary"]["topConstructors"][0]["name"] == "LeakyThing"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
@@ -232,6 +240,24 @@ async def test_success_fills_status_and_events() -> None:
     assert ("Normal", "Succeeded") in [e[:2] for e in events.items]
     # The step reached the API server before the engine could open the inspector.
     assert any(p.get("step") == "activating" for p in cluster.patches)
+
+
+@pytest.mark.parametrize(
+    ("limits", "asked", "used"),
+    [
+        (None, None, "auto"),
+        ({"ephemeral-storage": "1Gi"}, None, "stream"),
+        ({"ephemeral-storage": "1Gi"}, "tempfile", "tempfile"),
+        ({"memory": "1Gi"}, None, "auto"),
+    ],
+)
+async def test_an_ephemeral_storage_limit_keeps_auto_from_writing_in_the_container(
+    limits: Any, asked: str | None, used: str
+) -> None:
+    cluster, backends = FakeCluster(pods={"api-0": make_pod(limits=limits)}), FakeBackends(succeed())
+    await run(body(**({"transfer": asked} if asked else {})), cluster, backends)
+    assert cluster.status["phase"] == "Succeeded"
+    assert [spec.transfer for spec in backends.specs] == [used]
 
 
 async def test_finished_resource_is_left_alone() -> None:

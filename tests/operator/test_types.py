@@ -33,6 +33,7 @@ def test_defaults() -> None:
     spec = parse_spec(GOOD)
     assert spec.target.pod_name == "api-0"
     assert (spec.method, spec.inspector_port, spec.compression) == ("auto", 9229, "gzip")
+    assert spec.transfer == "auto"
     assert (spec.deletion_policy, spec.preflight, spec.timeout_seconds) == ("Retain", "enforce", 900)
     assert spec.s3.prefix == "heap"
 
@@ -49,6 +50,7 @@ def test_defaults() -> None:
         (with_("method", "gdb"), "spec.method"),
         (with_("inspectorPort", 70000), "spec.inspectorPort"),
         (with_("inspectorPort", True), "spec.inspectorPort"),
+        (with_("transfer", "scp"), "spec.transfer"),
         (with_("storage", {}), "spec.storage.s3"),
         (with_("storage.s3.bucket", "s3://snaps"), "spec.storage.s3.bucket"),
         (with_("storage.s3.bucket", None), "spec.storage.s3.bucket"),

@@ -42,6 +42,13 @@ def register(sub: Any) -> None:
     target.add_argument("--pid", type=int, help="pid of a Node.js process on this machine")
     target.add_argument("--inspect", metavar="URL", help="an open inspector: ws://HOST:PORT/ID or HOST:PORT")
     parser.add_argument("--method", choices=["auto", "inspector", "signal"], default="auto")
+    parser.add_argument(
+        "--transfer",
+        choices=["auto", "stream", "tempfile"],
+        default="auto",
+        help="inspector captures: tempfile has V8 write a temporary file next to the process (fast, "
+        "needs disk space there), stream sends protocol chunks; auto picks tempfile where there is room",
+    )
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the snapshot to FILE")
     output.add_argument(
@@ -170,7 +177,8 @@ def print_result(result: CaptureResult, stream: TextIO = sys.stdout, top: int = 
     print(f"snapshot   {artifact.uri}", file=stream)
     print(f"size       {size}   sha256 {artifact.sha256}", file=stream)
     target = result.target
-    print(f"target     pid {target.pid}, node {target.node_version}, by {target.method}", file=stream)
+    how = f"{target.method} ({target.transfer})" if target.method == "inspector" else target.method
+    print(f"target     pid {target.pid}, node {target.node_version}, by {how}", file=stream)
     print(
         f"timing     target paused {result.pause_seconds:.2f} s, transfer {result.transfer_seconds:.2f} s, "
         f"total {result.total_seconds:.2f} s",
@@ -205,7 +213,10 @@ def run(args: argparse.Namespace) -> int:
         )
     _check_series(args)
     options = CaptureOptions(
-        method=args.method, preflight="warn" if args.force else "enforce", timeout_seconds=args.timeout
+        method=args.method,
+        transfer=args.transfer,
+        preflight="warn" if args.force else "enforce",
+        timeout_seconds=args.timeout,
     )
     printer = ProgressPrinter()
     s3_key = _s3_key(args) if args.s3 else None

@@ -46,6 +46,7 @@ def capture_options(spec: HeapSnapshotSpec) -> CaptureOptions:
     return CaptureOptions(
         method=spec.method,
         inspector_port=spec.inspector_port,
+        transfer=spec.transfer,
         preflight=spec.preflight,
         timeout_seconds=float(spec.timeout_seconds),
     )

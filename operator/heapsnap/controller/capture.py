@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
@@ -291,6 +292,9 @@ class CaptureRun:
     ) -> list[Any]:
         host = self.backends.host(self.namespace, target)
         sinks = [self.backends.sink(config, key, gzip=spec.compression == "gzip") for key in keys]
+        if spec.transfer == "auto" and target.ephemeral_storage_limited:
+            # The container's free space hides its ephemeral-storage limit: do not write there.
+            spec = dataclasses.replace(spec, transfer="stream")
         if spec.series is None:
             work = asyncio.ensure_future(self._one(host, sinks[0], spec))
         else:
@@ -410,6 +414,7 @@ class CaptureRun:
                 "nodeVersion": target.node_version,
                 "command": target.command[:512],
                 "method": target.method,
+                "transfer": target.transfer,
             }
         )
         self.status["artifact"] = {

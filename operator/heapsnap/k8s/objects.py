@@ -37,6 +37,9 @@ class ResolvedTarget:
     container: str
     node: str
     restart_count: int
+    # A disk limit the container cannot see (statfs shows the node's disk): writing the
+    # snapshot there could get the pod evicted.
+    ephemeral_storage_limited: bool = False
 
 
 def _started(pod: Any) -> datetime.datetime:
@@ -95,7 +98,17 @@ def resolve(pod: Any, target: TargetSpec) -> ResolvedTarget:
         container=container,
         node=pod.spec.node_name or "",
         restart_count=restarts,
+        ephemeral_storage_limited=_ephemeral_storage_limited(pod, container),
     )
+
+
+def _ephemeral_storage_limited(pod: Any, container: str) -> bool:
+    for spec in pod.spec.containers:
+        if spec.name == container:
+            resources = getattr(spec, "resources", None)
+            limits = (resources.limits if resources is not None else None) or {}
+            return "ephemeral-storage" in limits
+    return False
 
 
 class Cluster:

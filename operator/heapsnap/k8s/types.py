@@ -80,6 +80,7 @@ class HeapSnapshotSpec:
     s3: S3Spec
     method: Method = "auto"
     inspector_port: int = 9229
+    transfer: Literal["auto", "stream", "tempfile"] = "auto"
     compression: Literal["gzip", "none"] = "gzip"
     timeout_seconds: int = 900
     ttl_seconds_after_finished: int | None = None
@@ -204,6 +205,7 @@ def parse_spec(spec: Mapping[str, Any]) -> HeapSnapshotSpec:
         s3=parse_s3(s3),
         method=method,
         inspector_port=_int_range(spec, "inspectorPort", "spec", 1, 65535, 9229) or 9229,
+        transfer=_choice(spec, "transfer", "spec", ("auto", "stream", "tempfile"), "auto"),
         compression=_choice(spec, "compression", "spec", ("gzip", "none"), "gzip"),
         timeout_seconds=_int_range(spec, "timeoutSeconds", "spec", 1, 86400, 900) or 900,
         ttl_seconds_after_finished=_int_range(spec, "ttlSecondsAfterFinished", "spec", 0, 2**31 - 1, None),
