@@ -145,8 +145,12 @@ def main() -> int:
         }
         applied = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        steps: list[tuple[float, str]] = []
         while True:
             status = snapshot(cluster, namespace, "bench").get("status") or {}
+            step = str(status.get("step"))
+            if not steps or steps[-1][1] != step:
+                steps.append((time.monotonic() - applied, step))
             if status.get("phase") in ("Succeeded", "Failed"):
                 break
             if time.monotonic() - applied > args.timeout:
@@ -159,7 +163,18 @@ def main() -> int:
         size_mib = status["artifact"]["sizeBytes"] / 1048576
         print(f"target: Node {args.node}, {args.objects} LeakyThing objects, snapshot {size_mib:.0f} MiB")
         print(f"engine capture (LocalHost -> S3):  {engine_wall:7.2f} s  (own {engine.total_seconds:.2f} s)")
+        print(
+            f"  engine: pause {engine.pause_seconds:.2f} s, transfer {engine.transfer_seconds:.2f} s, "
+            f"by {engine.target.method} ({engine.target.transfer})"
+        )
         print(f"operator apply -> Succeeded:       {operator_wall:7.2f} s")
+        durations, seen = status.get("durations") or {}, status["target"]
+        print(
+            f"  operator: pause {durations.get('pauseSeconds')} s, "
+            f"transfer {durations.get('transferSeconds')} s, "
+            f"by {seen.get('method')} ({seen.get('transfer')}); steps seen at "
+            + ", ".join(f"{at:.1f} s {name}" for at, name in steps)
+        )
         print(f"ratio operator / engine:           {operator_wall / engine_wall:7.2f}x  (target < 1.2x)")
         print(
             f"operator peak RSS (VmHWM):         {peak:7.1f} MiB (idle {idle_rss:.1f} MiB; target < 150 MiB)"

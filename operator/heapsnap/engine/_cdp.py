@@ -43,8 +43,10 @@ class CdpSession:
         """``queue`` messages are read ahead: what heapsnap does not buffer, the target
         does (the inspector has no backpressure), so it is sized to about 10 MB."""
         try:
+            # close_timeout: a port-forward may never pass on the target's closing
+            # handshake, and waiting the default 10 s for it delays every pod capture.
             ws = await websockets.connect(
-                url, ping_interval=None, max_size=None, max_queue=queue, open_timeout=10
+                url, ping_interval=None, max_size=None, max_queue=queue, open_timeout=10, close_timeout=1
             )
         except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
             raise InspectorUnreachable(f"Could not connect to the inspector at {url}: {error}") from error
