@@ -103,7 +103,9 @@ async def select_process(host: ProcessHost, selector: ProcessSelector) -> tuple[
     # The target's own binary by its path: /proc/PID/exe vanishes with the process, and
     # heapsnap still needs node afterwards to clean up and to explain what happened.
     own = info.exe if info.exe and not info.exe.endswith(" (deleted)") else f"/proc/{info.pid}/exe"
-    if agent.node != own:
+    if agent.node == f"/proc/{info.pid}/exe":
+        agent = Agent(host, own, agent.version)  # the same binary: no need to ask it again
+    elif agent.node != own:
         result = await host.run([own, "--version"], timeout=15)
         if result.exit_code == 0:
             agent = Agent(host, own, result.stdout.decode().strip())
