@@ -260,6 +260,23 @@ async def test_an_ephemeral_storage_limit_keeps_auto_from_writing_in_the_contain
     assert [spec.transfer for spec in backends.specs] == [used]
 
 
+@pytest.mark.parametrize(
+    ("warning", "kept"), [(None, None), ("The inspector ... is still listening.", 40123)]
+)
+async def test_a_closed_inspector_leaves_the_status_on_success(warning: str | None, kept: int | None) -> None:
+    async def opened_then_succeed(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        await on_progress(opened())
+        result = await succeed()(on_progress)
+        result.warnings = [warning] if warning else []
+        return result
+
+    cluster, backends = FakeCluster(), FakeBackends(opened_then_succeed)
+    await run(body(), cluster, backends)
+    assert cluster.status["phase"] == "Succeeded"
+    # None reaches the API server as null, which removes the field.
+    assert cluster.status["target"]["inspectorPort"] == kept
+
+
 async def test_finished_resource_is_left_alone() -> None:
     cluster, backends = FakeCluster(), FakeBackends(succeed())
     await run(body(status={"phase": "Failed"}), cluster, backends)

@@ -408,7 +408,12 @@ class CaptureRun:
                 }
                 for r in results
             ]
-        self.status["target"].update(
+        recorded = self.status["target"]
+        if recorded.get("inspectorPort") is not None and not any(
+            "still listening" in w for w in result.warnings
+        ):
+            recorded["inspectorPort"] = None  # the engine closed it; null removes it in a merge patch
+        recorded.update(
             {
                 "pid": target.pid,
                 "nodeVersion": target.node_version,
