@@ -124,6 +124,7 @@ def test_spec_is_immutable(cluster: Any, crd: Path, namespace: str) -> None:
 # -- captures -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("transfer", "used"), [(None, "tempfile"), ("stream", "stream")])
 def test_inspector_capture_of_a_process_started_without_flags(
     cluster: Any,
     namespace: str,
@@ -131,11 +132,15 @@ def test_inspector_capture_of_a_process_started_without_flags(
     start_operator: Callable[..., OperatorProcess],
     s3: Any,
     credentials: str,
+    transfer: str | None,
+    used: str,
 ) -> None:
     pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": "20000"})
     start_operator()
     spec = snapshot_spec(s3, "leaky", method="inspector")
     spec["target"]["process"] = {"pid": pod.pid}
+    if transfer is not None:
+        spec["transfer"] = transfer  # stream: the chunks cross the API server's port-forward
     apply_snapshot(cluster, namespace, "snap", spec)
     obj = wait_finished(cluster, namespace, "snap")
     status = obj["status"]
@@ -146,6 +151,8 @@ def test_inspector_capture_of_a_process_started_without_flags(
     assert hashlib.sha256(stored).hexdigest() == artifact["sha256"]
     assert len(stored) == artifact["compressedBytes"]
     assert status["target"]["method"] == "inspector" and status["target"]["pid"] == pod.pid
+    assert status["target"]["transfer"] == used
+    assert "inspectorPort" not in status["target"]  # closed again: nothing left to close
     names = [c["name"] for c in status["summary"]["topConstructors"]]
     assert "LeakyThing" in names
     reasons = {e["reason"] for e in events_for(cluster, namespace, "snap")}
