@@ -207,7 +207,14 @@ async def _scratch_dir(ctx: _InspectorContext, options: CaptureOptions) -> str |
     """A directory of the target's where V8 can write the snapshot, or None to stream it."""
     if options.transfer == "stream":
         return None
-    nodes = ctx.preflight.node_count if ctx.preflight is not None else ctx.info.rss_bytes // 37
+    if ctx.preflight is not None:
+        nodes = ctx.preflight.node_count
+    else:
+        try:
+            heap_used = int(await ctx.cdp.evaluate("process.memoryUsage().heapUsed"))
+        except (CdpCommandError, TypeError, ValueError):
+            heap_used = ctx.info.rss_bytes
+        nodes = heap_used // _preflight.HEAP_BYTES_PER_NODE
     need = int(nodes * FILE_BYTES_PER_NODE * 1.5)
     tried: list[str] = []
     for directory in ctx.info.scratch_dirs():
