@@ -176,7 +176,7 @@ async def test_target_exiting_mid_upload_aborts_the_multipart_upload(
             LocalHost(),
             S3Sink(config_for(s3_server, bucket), "gone", part_size=5 * MiB),
             selector=ProcessSelector(pid=app.pid),
-            options=CaptureOptions(method="inspector", transfer=transfer),
+            options=CaptureOptions(method="inspector", transfer=transfer, timeout_seconds=120),
             on_progress=kill_when_transferring,
         )
     assert uploads(s3_server, bucket) == []

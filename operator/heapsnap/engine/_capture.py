@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from heapsnap.analysis.stream import SnapshotSummary
 from heapsnap.engine import _inspector, _preflight
@@ -44,7 +45,7 @@ from heapsnap.errors import (
     TargetExited,
 )
 from heapsnap.sinks.base import Artifact, Sink
-from heapsnap.transports.base import ProcessHost
+from heapsnap.transports.base import CommandResult, ProcessHost
 
 MiB = 1 << 20
 _ANY_PROCESS = ProcessSelector()
@@ -257,15 +258,23 @@ async def _take_tempfile_snapshot(
     follower = asyncio.create_task(
         ctx.agent.run("tail", str(pid), path, str(timeout), stdout=deliver, limit=None)
     )
+    writing: asyncio.Future[dict[str, Any]] | None = None
     try:
         await _report(
             on_progress, Progress("generating", message=f"V8 is writing the snapshot in {directory}")
         )
         stats.started = time.monotonic()
-        reply = await ctx.cdp.send(
-            "Runtime.evaluate",
-            {"expression": _WRITE_SNAPSHOT.format(path=json.dumps(path)), "includeCommandLineAPI": True},
+        writing = asyncio.ensure_future(
+            ctx.cdp.send(
+                "Runtime.evaluate",
+                {"expression": _WRITE_SNAPSHOT.format(path=json.dumps(path)), "includeCommandLineAPI": True},
+            )
         )
+        # The agent sees the target die at once; the inspector connection may take longer.
+        await asyncio.wait({writing, follower}, return_when=asyncio.FIRST_COMPLETED)
+        if follower.done() and not writing.done() and follower.result().exit_code != 0:
+            _raise_follow_failure(follower.result(), pid, path)
+        reply = await writing
         stats.generated = time.monotonic()
         if "exceptionDetails" in reply:
             details = reply["exceptionDetails"]
@@ -274,14 +283,11 @@ async def _take_tempfile_snapshot(
         stats.phase = "transferring"
         await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
         result = await follower
-        if result.exit_code == 3:
-            raise TargetExited(f"Process {pid} exited while writing its snapshot; no snapshot was stored.")
         if result.exit_code != 0:
-            raise CaptureError(
-                f"Reading the snapshot of process {pid} from {path} failed: "
-                + result.stderr.decode(errors="replace")[-300:]
-            )
+            _raise_follow_failure(result, pid, path)
     except BaseException:
+        if writing is not None:
+            writing.cancel()
         follower.cancel()
         with contextlib.suppress(BaseException):
             await follower
@@ -289,6 +295,15 @@ async def _take_tempfile_snapshot(
         with contextlib.suppress(HeapsnapError):
             await ctx.agent.call("remove", path)
         raise
+
+
+def _raise_follow_failure(result: CommandResult, pid: int, path: str) -> NoReturn:
+    if result.exit_code == 3:
+        raise TargetExited(f"Process {pid} exited while writing its snapshot; no snapshot was stored.")
+    raise CaptureError(
+        f"Reading the snapshot of process {pid} from {path} failed: "
+        + result.stderr.decode(errors="replace")[-300:]
+    )
 
 
 async def _explain_closed(agent: Agent, pid: int, cdp: CdpSession, error: CdpClosed) -> HeapsnapError:

@@ -54,6 +54,11 @@ class LocalHost:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+                # Read to the end so the pipe's transport closes now, not at garbage collection.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1):
+                        while await process.stdout.read(_READ_SIZE):
+                            pass
             if not stderr_task.done():
                 stderr_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
