@@ -54,11 +54,17 @@ class LocalHost:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-                # Read to the end so the pipe's transport closes now, not at garbage collection.
+                # Read to the end so the pipe's transport closes now, not at garbage collection;
+                # a pipe some other process still holds open is closed on our side regardless
+                # (asyncio's Process has no public close): a long-running operator must not
+                # leak descriptors.
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1):
                         while await process.stdout.read(_READ_SIZE):
                             pass
+                transport = getattr(process, "_transport", None)
+                if transport is not None:
+                    transport.close()
             if not stderr_task.done():
                 stderr_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
