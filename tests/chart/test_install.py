@@ -31,7 +31,7 @@ from tests.chart.conftest import ImageVenv
 from tests.cluster.harness import Cluster, free_port, wait_until
 from tests.operator.conftest import apply_snapshot, get_snapshot
 from tests.support.nodeproc import LEAKY_APP
-from tests.support.s3server import S3Server, start_moto
+from tests.support.s3server import S3Server, running_moto
 
 pytestmark = [
     pytest.mark.cluster,
@@ -452,12 +452,8 @@ def _peak_rss_kib(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[S3Server]:
-    server = start_moto()
-    try:
+    with running_moto() as server:
         yield server
-    finally:
-        server.process.terminate()
-        server.process.wait(10)
 
 
 def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

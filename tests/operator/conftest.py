@@ -142,14 +142,10 @@ def events_for(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
 def moto_s3() -> Iterator[Any]:
     """One moto server (authentication on) for the operator's tests: the sinks' own tests
     already run against both S3 implementations, so once is enough here."""
-    from tests.support.s3server import start_moto
+    from tests.support.s3server import running_moto
 
-    server = start_moto()
-    try:
+    with running_moto() as server:
         yield server
-    finally:
-        server.process.terminate()
-        server.process.wait(10)
 
 
 @dataclass

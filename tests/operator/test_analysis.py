@@ -12,17 +12,9 @@ from heapsnap.engine import Progress
 from heapsnap.k8s.types import object_keys, parse_spec
 from heapsnap.sinks.s3 import S3Sink
 from heapsnap.transports.local import LocalHost
-from tests.support.nodeproc import start_node
+from tests.support.nodeproc import GROWING_APP, start_node
 
 pytestmark = [pytest.mark.s3, pytest.mark.asyncio(loop_scope="session")]
-
-GROWING_APP = r"""
-class LeakyThing { constructor(i) { this.id = i; this.payload = 'leak-' + i; } }
-globalThis.kept = [];
-let i = 0;
-setInterval(() => { for (let k = 0; k < 300; k++) globalThis.kept.push(new LeakyThing(i++)); }, 100);
-console.log('ready');
-"""
 
 
 async def test_series_then_leak_suspects_name_the_growing_class(s3: Any) -> None:

@@ -28,7 +28,7 @@ from tests.operator.conftest import (
     wait_finished,
     wait_for,
 )
-from tests.support.nodeproc import LEAKY_APP
+from tests.support.nodeproc import GROWING_APP, LEAKY_APP
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
@@ -499,15 +499,6 @@ def test_kubectl_plugin_capture_get_list(
 
     listed = plugin("list")
     assert listed.returncode == 0 and name in listed.stdout and "Succeeded" in listed.stdout
-
-
-GROWING_APP = r"""
-class LeakyThing { constructor(i) { this.id = i; this.payload = 'leak-' + i; } }
-globalThis.kept = [];
-let i = 0;
-setInterval(() => { for (let k = 0; k < 300; k++) globalThis.kept.push(new LeakyThing(i++)); }, 100);
-console.log('ready');
-"""
 
 
 def test_series_and_compare_to(

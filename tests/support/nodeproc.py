@@ -43,6 +43,15 @@ server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
 });
 """
 
+# Keeps allocating LeakyThing objects (300 every 100 ms): a leak that grows between snapshots.
+GROWING_APP = r"""
+class LeakyThing { constructor(i) { this.id = i; this.payload = 'leak-' + i; } }
+globalThis.kept = [];
+let i = 0;
+setInterval(() => { for (let k = 0; k < 300; k++) globalThis.kept.push(new LeakyThing(i++)); }, 100);
+console.log('ready');
+"""
+
 
 def node_binary(version: str = "20") -> str:
     """Path of the Node.js binary for a major version the tests use (20, 22, 24)."""

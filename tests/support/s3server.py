@@ -8,6 +8,7 @@ access key and secret, and helpers to create buckets and to get a boto3 client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -136,6 +137,16 @@ def _stop(server: S3Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+@contextlib.contextmanager
+def running_moto() -> Iterator[S3Server]:
+    """A moto server (authentication on) for as long as the block runs."""
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        _stop(server)
 
 
 @pytest.fixture(scope="session", params=["moto", "versitygw"])
