@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from heapsnap.engine import CaptureOptions, PreflightEstimate
-from heapsnap.engine._agent import NodeProcessInfo
+from heapsnap.engine._agent import DirCheck, NodeProcessInfo
 from heapsnap.engine._capture import FILE_BYTES_PER_NODE, _InspectorContext, _scratch_dir
 from heapsnap.errors import NoScratchSpace
 
@@ -24,10 +24,9 @@ class Agent:
         self.answers = answers
         self.asked: list[str] = []
 
-    async def call(self, command: str, pid: str, directory: str) -> dict[str, Any]:
-        assert command == "writable"
-        self.asked.append(directory)
-        return self.answers.get(directory, {"writable": False})
+    async def writable(self, pid: int, dirs: list[str]) -> list[DirCheck]:
+        self.asked += dirs
+        return [DirCheck(d, **self.answers.get(d, {"writable": False})) for d in dirs]
 
 
 def context(answers: dict[str, dict[str, Any]], argv: list[str] | None = None) -> _InspectorContext:

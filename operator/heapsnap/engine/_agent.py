@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from heapsnap.errors import CaptureError, NotNodeProcess, ProcessNotFound, TargetExited, TransportError
+from heapsnap.errors import CaptureError, NotNodeProcess, ProcessNotFound, TargetExited
 from heapsnap.transports.base import CommandResult, ProcessHost, StdoutCallback
 
 SIGUSR1_MASK = 1 << (10 - 1)
@@ -113,6 +113,28 @@ class NodeProcessInfo:
 class ProbeResult:
     processes: list[NodeProcessInfo]
     listening: list[int]
+    # The binary that ran the probe, as Node.js itself resolves it.
+    agent_exec_path: str = ""
+
+    @classmethod
+    def from_json(cls, reply: dict[str, Any]) -> ProbeResult:
+        agent = reply.get("agent") or {}
+        return cls(
+            processes=[NodeProcessInfo.from_json(p) for p in reply["processes"]],
+            listening=[int(p) for p in reply["listening"]],
+            agent_exec_path=str(agent.get("exec_path") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class DirCheck:
+    """A directory as the target's user sees it: writable, free bytes, and whether it is tmpfs."""
+
+    dir: str
+    writable: bool
+    free: int | None = None
+    tmpfs: bool | None = None
+    code: str | None = None
 
 
 class Agent:
@@ -130,14 +152,14 @@ class Agent:
 
     @classmethod
     async def locate(cls, host: ProcessHost, pid: int | None = None) -> Agent:
-        """Find a Node.js binary next to the target; the target's own one when the pid is known."""
+        """Find a Node.js binary next to the target; the target's own one when the pid is known.
+
+        ``--version`` is what any binary may safely be asked: ``/proc/PID/exe`` may not be node.
+        """
         candidates = [f"/proc/{pid}/exe"] if pid is not None else []
         candidates += ["node", "/proc/1/exe", "/usr/local/bin/node", "/usr/bin/node"]
         for candidate in candidates:
-            try:
-                result = await host.run([candidate, "--version"], timeout=15)
-            except TransportError:
-                raise
+            result = await host.run([candidate, "--version"], timeout=15)
             version = result.stdout.decode(errors="replace").strip()
             if result.exit_code == 0 and re.fullmatch(r"v\d+\.\d+\.\d+\S*", version):
                 return cls(host, candidate, version)
@@ -157,22 +179,50 @@ class Agent:
         argv = [self.node, "-e", agent_script(), "--", *args]
         return await self.host.run(argv, stdout=stdout, timeout=limit)
 
-    async def call(self, *args: str) -> dict[str, Any]:
+    async def call(self, *args: str, limit: float = 30) -> dict[str, Any]:
         """Run a subcommand and return its one JSON reply; a vanished target is ``TargetExited``."""
-        result = await self.run(*args)
-        lines = result.stdout.decode(errors="replace").strip().splitlines()
-        reply: dict[str, Any] = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        result = await self.run(*args, limit=limit)
+        reply = _reply(result)
         vanished = result.exit_code == 127 and self.node.startswith("/proc/")
         if result.exit_code == _EXIT_GONE or reply.get("error") == "gone" or vanished:
             raise TargetExited(f"The target process on {self.host.description} exited.")
         if result.exit_code != 0 or not reply:
-            detail = result.stderr.decode(errors="replace").strip()[-500:]
-            raise CaptureError(f"heapsnap's agent failed ({args[0]}, exit {result.exit_code}): {detail}")
+            raise CaptureError(
+                f"heapsnap's agent failed ({args[0]}, exit {result.exit_code}): {_detail(result)}"
+            )
         return reply
 
     async def probe(self, pid: int | None = None) -> ProbeResult:
-        reply = await self.call("probe", *([str(pid)] if pid is not None else []))
-        return ProbeResult(
-            processes=[NodeProcessInfo.from_json(p) for p in reply["processes"]],
-            listening=[int(p) for p in reply["listening"]],
-        )
+        return ProbeResult.from_json(await self.call("probe", *([str(pid)] if pid is not None else [])))
+
+    async def writable(self, pid: int, dirs: list[str]) -> list[DirCheck]:
+        reply = await self.call("writable", str(pid), *dirs)
+        return [DirCheck(**answer) for answer in reply["dirs"]]
+
+    async def activate(self, pid: int, port: int, wait: float) -> tuple[list[int], bool]:
+        """Open the inspector of ``pid``; the new ports it listens on, and whether ``port`` was taken."""
+        reply = await self.call("activate", str(pid), str(port), str(wait), limit=wait + 30)
+        return [int(p) for p in reply["ports"]], bool(reply["taken"])
+
+    async def closed(self, pid: int, port: int, wait: float) -> bool:
+        """Whether ``pid`` stopped listening on ``port`` (or is gone) within ``wait`` seconds."""
+        try:
+            reply = await self.call("closed", str(pid), str(port), str(wait), limit=wait + 30)
+        except TargetExited:
+            return True
+        return bool(reply["closed"])
+
+
+def _reply(result: CommandResult) -> dict[str, Any]:
+    lines = result.stdout.decode(errors="replace").strip().splitlines()
+    if not lines or not lines[-1].startswith("{"):
+        return {}
+    try:
+        reply = json.loads(lines[-1])
+    except ValueError:
+        return {}
+    return reply if isinstance(reply, dict) else {}
+
+
+def _detail(result: CommandResult) -> str:
+    return result.stderr.decode(errors="replace").strip()[-500:]

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from heapsnap.analysis.stream import SnapshotSummary
 from heapsnap.engine import _inspector, _preflight
-from heapsnap.engine._agent import Agent, NodeProcessInfo, signal_mask
+from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, signal_mask
 from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
 from heapsnap.engine._summary import SummaryWorker
 from heapsnap.engine._types import (
@@ -104,7 +104,7 @@ async def select_process(host: ProcessHost, selector: ProcessSelector) -> tuple[
     # The target's own binary by its path: /proc/PID/exe vanishes with the process, and
     # heapsnap still needs node afterwards to clean up and to explain what happened.
     own = info.exe if info.exe and not info.exe.endswith(" (deleted)") else f"/proc/{info.pid}/exe"
-    if agent.node == f"/proc/{info.pid}/exe":
+    if agent.node == f"/proc/{info.pid}/exe" or probe.agent_exec_path == own:
         agent = Agent(host, own, agent.version)  # the same binary: no need to ask it again
     elif agent.node != own:
         result = await host.run([own, "--version"], timeout=15)
@@ -204,31 +204,35 @@ _WRITE_SNAPSHOT = (
 )
 
 
+async def _estimate(
+    cdp: CdpSession, info: NodeProcessInfo, node_major: int, options: CaptureOptions
+) -> PreflightEstimate:
+    try:
+        heap_used: int | None = int(await cdp.evaluate("process.memoryUsage().heapUsed"))
+    except (CdpCommandError, TypeError, ValueError):
+        heap_used = None  # the estimate falls back on RSS
+    return _preflight.estimate(
+        info, node_major=node_major, heap_used=heap_used, available_override=options.available_bytes
+    )
+
+
 async def _scratch_dir(ctx: _InspectorContext, options: CaptureOptions) -> str | None:
     """A directory of the target's where V8 can write the snapshot, or None to stream it."""
     if options.transfer == "stream":
         return None
-    if ctx.preflight is not None:
-        nodes = ctx.preflight.node_count
-    else:
-        try:
-            heap_used = int(await ctx.cdp.evaluate("process.memoryUsage().heapUsed"))
-        except (CdpCommandError, TypeError, ValueError):
-            heap_used = ctx.info.rss_bytes
-        nodes = heap_used // _preflight.HEAP_BYTES_PER_NODE
-    need = int(nodes * FILE_BYTES_PER_NODE * 1.5)
+    estimate = ctx.preflight or await _estimate(ctx.cdp, ctx.info, ctx.agent.major, options)
+    need = int(estimate.node_count * FILE_BYTES_PER_NODE * 1.5)
+    checks = await (ctx.scratch or ctx.agent.writable(ctx.info.pid, ctx.info.scratch_dirs()))
     tried: list[str] = []
-    for directory in ctx.info.scratch_dirs():
-        answer = await ctx.agent.call("writable", str(ctx.info.pid), directory)
-        free = answer.get("free")
-        if not answer.get("writable"):
-            tried.append(f"{directory} not writable")
-        elif answer.get("tmpfs"):
-            tried.append(f"{directory} is tmpfs (memory)")
-        elif free is not None and int(free) < need:
-            tried.append(f"{directory} has {int(free) // MiB:,} MiB free")
+    for check in checks:
+        if not check.writable:
+            tried.append(f"{check.dir} not writable")
+        elif check.tmpfs:
+            tried.append(f"{check.dir} is tmpfs (memory)")
+        elif check.free is not None and check.free < need:
+            tried.append(f"{check.dir} has {check.free // MiB:,} MiB free")
         else:
-            return directory
+            return check.dir
     if options.transfer == "tempfile":
         raise NoScratchSpace(
             f"Process {ctx.info.pid} has no disk-backed directory with ~{need // MiB:,} MiB free for a "
@@ -245,8 +249,12 @@ async def _take_tempfile_snapshot(
     stats: _Stats,
     options: CaptureOptions,
     on_progress: ProgressCallback | None,
+    on_written: Callable[[], None],
 ) -> None:
-    """V8 writes the snapshot to a file that the agent unlinks at once and streams as it grows."""
+    """V8 writes the snapshot to a file that the agent unlinks at once and streams as it grows.
+
+    ``on_written`` is called once V8 has written it all, while the agent may still be sending.
+    """
     pid = ctx.info.pid
     path = posixpath.join(directory, f".heapsnap-{uuid.uuid4().hex}.heapsnapshot")
     timeout = options.timeout_seconds or 24 * 3600
@@ -280,6 +288,7 @@ async def _take_tempfile_snapshot(
             details = reply["exceptionDetails"]
             text = details.get("exception", {}).get("description") or details.get("text", "")
             raise CaptureError(f"Process {pid} could not write its snapshot to {directory}: {text[:300]}")
+        on_written()
         stats.phase = "transferring"
         await _report(on_progress, Progress("transferring", percent=100.0, bytes_sent=stats.bytes_sent))
         result = await follower
@@ -322,6 +331,28 @@ class _InspectorContext:
     target: TargetInfo
     preflight: PreflightEstimate | None
     warnings: list[str]
+    # The scratch directories' check, started early so no round trip waits for it.
+    scratch: asyncio.Future[list[DirCheck]] | None = None
+    # Called once the inspector is no longer needed, to close it while the bytes still flow.
+    release: Callable[[], None] = lambda: None
+
+
+@contextlib.asynccontextmanager
+async def _checking_scratch(
+    agent: Agent, info: NodeProcessInfo, options: CaptureOptions
+) -> AsyncIterator[asyncio.Future[list[DirCheck]] | None]:
+    """Check where a temporary snapshot could go in the background, while the inspector opens."""
+    if options.transfer == "stream" or options.method == "signal":
+        yield None
+        return
+    task = asyncio.ensure_future(agent.writable(info.pid, info.scratch_dirs()))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: whoever needed the answer has seen its failure
 
 
 @contextlib.asynccontextmanager
@@ -332,46 +363,61 @@ async def _inspector_target(
     endpoint: _inspector.InspectorEndpoint,
     options: CaptureOptions,
     on_progress: ProgressCallback | None,
+    scratch: asyncio.Future[list[DirCheck]] | None,
 ) -> AsyncIterator[_InspectorContext]:
     warnings: list[str] = []
     target = TargetInfo(info.pid, agent.version, info.command, "inspector", endpoint.opened_by_us)
+    stack = contextlib.AsyncExitStack()
+    cdp: CdpSession | None = None
+    closing: asyncio.Future[None] | None = None
+
+    async def close() -> None:
+        try:
+            if endpoint.opened_by_us and not await _inspector.end(cdp, agent, info.pid, endpoint.port):
+                warnings.append(f"The inspector heapsnap opened on port {endpoint.port} is still listening.")
+        finally:
+            await stack.aclose()
+
+    def release() -> None:
+        nonlocal closing
+        if closing is None:
+            closing = asyncio.ensure_future(close())
+
     try:
-        async with _inspector.session(host, endpoint, agent.major) as cdp:
-            preflight: PreflightEstimate | None = None
-            if options.preflight != "skip":
-                await _report(on_progress, Progress("preflight"))
-                heap_used: int | None
-                try:
-                    heap_used = int(await cdp.evaluate("process.memoryUsage().heapUsed"))
-                except (CdpCommandError, TypeError, ValueError):
-                    heap_used = None
-                preflight = _preflight.estimate(
-                    info,
-                    node_major=agent.major,
-                    heap_used=heap_used,
-                    available_override=options.available_bytes,
-                )
-                _preflight.check(preflight, info.pid, options.preflight, warnings)
-            yield _InspectorContext(agent, info, cdp, target, preflight, warnings)
+        cdp = await stack.enter_async_context(_inspector.session(host, endpoint, agent.major))
+        preflight: PreflightEstimate | None = None
+        if options.preflight != "skip":
+            await _report(on_progress, Progress("preflight"))
+            preflight = await _estimate(cdp, info, agent.major, options)
+            _preflight.check(preflight, info.pid, options.preflight, warnings)
+        yield _InspectorContext(agent, info, cdp, target, preflight, warnings, scratch, release)
     finally:
-        if endpoint.opened_by_us and not await _inspector.wait_closed(host, agent, info.pid, endpoint.port):
-            warnings.append(f"The inspector heapsnap opened on port {endpoint.port} is still listening.")
+        release()
+        assert closing is not None
+        await closing
 
 
 async def _snapshot_to_sink(
-    ctx: _InspectorContext, sink: Sink, options: CaptureOptions, on_progress: ProgressCallback | None
+    ctx: _InspectorContext,
+    sink: Sink,
+    options: CaptureOptions,
+    on_progress: ProgressCallback | None,
+    last: bool = True,
 ) -> CaptureResult:
+    """One snapshot; after the ``last`` one the inspector closes while the upload finishes."""
     started = time.monotonic()
     stats = _Stats(summary=SummaryWorker.start(options.summary_top))
+    release = ctx.release if last else lambda: None
     try:
         try:
             directory = await _scratch_dir(ctx, options)
             if directory is not None:
                 ctx.target.transfer = "tempfile"
-                await _take_tempfile_snapshot(ctx, directory, sink, stats, options, on_progress)
+                await _take_tempfile_snapshot(ctx, directory, sink, stats, options, on_progress, release)
             else:
                 ctx.target.transfer = "stream"
                 await _take_inspector_snapshot(ctx.cdp, sink, stats, ctx.agent.major, on_progress)
+                release()
         except CdpClosed as error:
             raise await _explain_closed(ctx.agent, ctx.info.pid, ctx.cdp, error) from error
         except CdpCommandError as error:
@@ -435,9 +481,10 @@ async def capture(
     """
     started = time.monotonic()
     try:
-        async with _deadline(options.timeout_seconds):
+        async with _deadline(options.timeout_seconds), contextlib.AsyncExitStack() as stack:
             await _report(on_progress, Progress("probing"))
             agent, info = await select_process(host, selector)
+            scratch = await stack.enter_async_context(_checking_scratch(agent, info, options))
             await _prepare(sink)
             method = options.method
             endpoint: _inspector.InspectorEndpoint | None = None
@@ -464,7 +511,7 @@ async def capture(
                     result = await _capture_signal(host, agent, info, sink, options, on_progress, started)
                     result.warnings[:0] = warnings
                     return result
-            async with _inspector_target(host, agent, info, endpoint, options, on_progress) as ctx:
+            async with _inspector_target(host, agent, info, endpoint, options, on_progress, scratch) as ctx:
                 result = await _snapshot_to_sink(ctx, sink, options, on_progress)
             result.warnings = [*warnings, *ctx.warnings, *result.warnings]
             result.total_seconds = round(time.monotonic() - started, 3)
@@ -490,19 +537,20 @@ async def capture_series(
     if options.method == "signal":
         raise InvalidInput("A series needs the inspector method (ids reset between signal snapshots).")
     results: list[CaptureResult] = []
-    async with _deadline(options.timeout_seconds):
+    async with _deadline(options.timeout_seconds), contextlib.AsyncExitStack() as stack:
         await _report(on_progress, Progress("probing"))
         agent, info = await select_process(host, selector)
+        scratch = await stack.enter_async_context(_checking_scratch(agent, info, options))
         endpoint = await _inspector.find_open(host, info, options.inspector_port)
         if endpoint is None:
             endpoint = await _inspector.activate(host, agent, info, on_progress)
-        async with _inspector_target(host, agent, info, endpoint, options, on_progress) as ctx:
+        async with _inspector_target(host, agent, info, endpoint, options, on_progress, scratch) as ctx:
             for index in range(count):
                 if index:
                     await asyncio.sleep(interval_seconds)
                 sink = sink_factory(index)
                 await _prepare(sink)
-                results.append(await _snapshot_to_sink(ctx, sink, options, on_progress))
+                results.append(await _snapshot_to_sink(ctx, sink, options, on_progress, index == count - 1))
         for result in results:
             result.warnings[:0] = ctx.warnings
     return results
@@ -546,7 +594,7 @@ async def _capture_signal(
             f"--heapsnapshot-signal={name} is set; sending it would kill the process, so heapsnap did not."
         )
     directory = info.diagnostic_dir()
-    if not (await agent.call("writable", str(info.pid), directory)).get("writable"):
+    if not (await agent.writable(info.pid, [directory]))[0].writable:
         raise DiagnosticDirNotWritable(
             f"Process {info.pid} cannot write its snapshot to {directory} (its diagnostic directory), and "
             "a signal would crash it: start it with --diagnostic-dir=<a writable directory>."

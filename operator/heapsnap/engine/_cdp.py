@@ -103,6 +103,10 @@ class CdpSession:
         done, _ = await asyncio.wait({self._reader}, timeout=timeout)
         return bool(done)
 
+    def abandon(self) -> None:
+        """Drop the connection without a closing handshake nobody would answer."""
+        self._ws.transport.abort()
+
     async def close(self) -> None:
         await self._ws.close()
         self._reader.cancel()

@@ -19,6 +19,7 @@ from heapsnap.transports.base import ProcessHost
 
 DEFAULT_PORT = 9229
 _ACTIVATION_WAIT = 10.0
+CLOSE_WAIT = 15.0  # for the target to stop listening once its inspector was told to close
 
 
 async def json_list(host: ProcessHost, port: int, wait: float = 2.0) -> list[dict[str, Any]] | None:
@@ -64,6 +65,8 @@ def expected_port(info: NodeProcessInfo) -> int:
 
 # Node tears its inspector down in well under this (0.1 s measured, 1 M objects).
 _TEARDOWN_SECONDS = 1.0
+# Locally the session ends with the port; a port-forward's never does.
+_PEER_GRACE_SECONDS = 0.1
 
 
 @dataclass
@@ -112,20 +115,15 @@ async def activate(
             "--disable-sigusr1, or with --heapsnapshot-signal=SIGUSR2 and use --method signal."
         )
     port = expected_port(info)
-    probe = await agent.probe(info.pid)
-    if port != 0 and port in probe.listening and port not in info.listening:
-        raise InspectorPortTaken(port_taken_message(port, host))
-    before = set(info.listening)
     if on_progress is not None:
         await on_progress(Progress("activating", message=f"opening the inspector of pid {info.pid}"))
-    await agent.call("activate", str(info.pid))
+    # The agent opens the inspector and waits next to the target for its port.
+    new_ports, taken = await agent.activate(info.pid, port, _ACTIVATION_WAIT)
+    if taken:
+        raise InspectorPortTaken(port_taken_message(port, host))
     deadline = time.monotonic() + _ACTIVATION_WAIT
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        current = (await agent.probe(info.pid)).processes
-        if not current:
-            continue
-        for new_port in sorted(set(current[0].listening) - before, key=lambda p: p != port):
+    while new_ports and time.monotonic() < deadline:
+        for new_port in sorted(new_ports, key=lambda p: p != port):
             targets = await json_list(host, new_port)
             if targets:
                 url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
@@ -139,9 +137,7 @@ async def activate(
                         )
                     )
                 return InspectorEndpoint(new_port, ws_path(url), opened_by_us=True)
-    probe = await agent.probe(info.pid)
-    if port != 0 and port in probe.listening:
-        raise InspectorPortTaken(port_taken_message(port, host))
+        await asyncio.sleep(0.05)
     raise InspectorUnreachable(
         f"Process {info.pid} on {host.description} did not open its inspector "
         f"within {_ACTIVATION_WAIT:.0f} s of the activation signal; "
@@ -153,7 +149,7 @@ async def activate(
 async def session(
     host: ProcessHost, endpoint: InspectorEndpoint, node_major: int = 0
 ) -> AsyncIterator[CdpSession]:
-    """One CDP session; closed on exit, and the inspector too when heapsnap opened it."""
+    """One CDP session, closed on exit (``end`` closes an inspector heapsnap opened)."""
     # Snapshot chunks are 100 KiB up to Node 22 and 1 MiB from Node 24.
     queue = 64 if 0 < node_major < 24 else 8
     async with host.connect_port(endpoint.port) as (ip, port):
@@ -161,27 +157,35 @@ async def session(
         try:
             yield cdp
         finally:
-            if endpoint.opened_by_us:
-                # Deferred: inspector teardown must not run inside this session's own dispatch.
-                # Then the target ends this session itself: closing it from here while the
-                # inspector shuts down crashes Node 24 (SIGSEGV, about one run in five). A
-                # port-forward does not pass that close on, so wait a bounded while.
-                with contextlib.suppress(CdpClosed, CdpCommandError, TimeoutError):
-                    async with asyncio.timeout(5):
-                        await cdp.evaluate("setTimeout(() => process._debugEnd(), 0), true")
-                        await cdp.closed_by_peer(_TEARDOWN_SECONDS)
             await cdp.close()
 
 
-async def wait_closed(host: ProcessHost, agent: Agent, pid: int, port: int, wait: float = 15.0) -> bool:
-    """True once ``port`` is no longer an inspector of ``pid`` (or the process is gone)."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        processes = (await agent.probe(pid)).processes
-        if not processes or port not in processes[0].listening:
-            return True
-        await asyncio.sleep(0.1)
-    return False
+async def end(cdp: CdpSession | None, agent: Agent, pid: int, port: int) -> bool:
+    """Close the inspector heapsnap opened, from inside its ``session`` (None: none could open).
+
+    True once ``pid`` no longer listens on ``port`` (or is gone).
+    """
+    # The agent watches the port from the start, so its answer is ready as soon as it closes.
+    closed = asyncio.ensure_future(agent.closed(pid, port, CLOSE_WAIT))
+    try:
+        if cdp is not None:
+            # Deferred: inspector teardown must not run inside this session's own dispatch.
+            # Then the target ends this session itself: closing it from here while the
+            # inspector shuts down crashes Node 24 (SIGSEGV, about one run in five). A
+            # port-forward does not pass that close on: there, the port closing tells.
+            with contextlib.suppress(CdpClosed, CdpCommandError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await cdp.evaluate("setTimeout(() => process._debugEnd(), 0), true")
+                    peer = asyncio.ensure_future(cdp.closed_by_peer(_TEARDOWN_SECONDS))
+                    await asyncio.wait({peer, closed}, return_when=asyncio.FIRST_COMPLETED)
+                    if not peer.done():
+                        await asyncio.wait({peer}, timeout=_PEER_GRACE_SECONDS)
+                    if not peer.done() and await closed:
+                        cdp.abandon()  # the inspector is gone: its handshake would never come
+                    peer.cancel()
+        return await closed
+    finally:
+        closed.cancel()
 
 
 async def close(host: ProcessHost, agent: Agent, pid: int, port: int) -> bool:
@@ -194,8 +198,7 @@ async def close(host: ProcessHost, agent: Agent, pid: int, port: int) -> bool:
         return True
     targets = await json_list(host, port)
     if not targets:
-        return await wait_closed(host, agent, pid, port, wait=0.5)
+        return await agent.closed(pid, port, wait=0.5)
     url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
-    async with session(host, InspectorEndpoint(port, ws_path(url), opened_by_us=True)):
-        pass
-    return await wait_closed(host, agent, pid, port)
+    async with session(host, InspectorEndpoint(port, ws_path(url), opened_by_us=True)) as cdp:
+        return await end(cdp, agent, pid, port)

@@ -94,7 +94,6 @@ function describe(pid) {
   const env = splitNul(read(`/proc/${pid}/environ`));
   const nodeOptions = env.find((e) => e.startsWith('NODE_OPTIONS='));
   const tmpdir = env.find((e) => e.startsWith('TMPDIR='));
-  const inodes = socketInodes(pid);
   const comm = (read(`/proc/${pid}/comm`) || '').trim();
   const meminfo = read('/proc/meminfo');
   const avail = field(meminfo, 'MemAvailable');
@@ -110,7 +109,7 @@ function describe(pid) {
     vm_rss_bytes: Number((field(status, 'VmRSS') || '0 kB').split(/\s+/)[0]) * 1024,
     node_options: nodeOptions ? nodeOptions.slice('NODE_OPTIONS='.length) : null,
     tmpdir: tmpdir ? tmpdir.slice('TMPDIR='.length) : null,
-    listening: listeners(pid).filter((l) => inodes.has(l.inode)).map((l) => l.port),
+    listening: ownPorts(pid),
     memory: cgroupMemory(pid),
     mem_available_bytes: avail === null ? null : Number(avail.split(/\s+/)[0]) * 1024,
   };
@@ -134,14 +133,50 @@ function probe(args) {
   }
   const ports = {};
   for (const l of listeners(wanted !== null && processes.length ? wanted : self)) ports[l.port] = true;
-  out({ processes, listening: Object.keys(ports).map(Number) });
+  // Which binary runs this agent: the caller may reuse it for the target without asking again.
+  const agent = { exec_path: process.execPath };
+  out({ processes, listening: Object.keys(ports).map(Number), agent });
 }
 
-function activate(args) {
+// The ports `pid` listens on itself (the network namespace may hold others').
+function ownPorts(pid) {
+  const inodes = socketInodes(pid);
+  return listeners(pid).filter((l) => inodes.has(l.inode)).map((l) => l.port);
+}
+function taken(pid, port) {
+  return port !== 0 && listeners(pid).some((l) => l.port === port) && !ownPorts(pid).includes(port);
+}
+
+// activate PID PORT WAIT: opens the inspector of PID (SIGUSR1's work, done the way that
+// needs no shell) and waits here for its new listening port, so that the caller pays one
+// round trip instead of one per look. PORT is the one it should take, to tell when another
+// process holds it.
+async function activate(args) {
   const pid = Number(args[0]);
+  const port = Number(args[1]);
+  const deadline = Date.now() + Number(args[2]) * 1000;
   if (!alive(pid)) { out({ error: 'gone' }); process.exit(3); }
+  if (taken(pid, port)) { out({ ports: [], taken: true }); return; }
+  const before = new Set(ownPorts(pid));
   process._debugProcess(pid);
-  out({ ok: true });
+  for (;;) {
+    if (!alive(pid)) { out({ error: 'gone' }); process.exit(3); }
+    const fresh = ownPorts(pid).filter((p) => !before.has(p));
+    if (fresh.length || Date.now() > deadline) { out({ ports: fresh, taken: !fresh.length && taken(pid, port) }); return; }
+    await sleep(20);
+  }
+}
+
+// closed PID PORT WAIT: waits until PID no longer listens on PORT (or is gone).
+async function closed(args) {
+  const pid = Number(args[0]);
+  const port = Number(args[1]);
+  const deadline = Date.now() + Number(args[2]) * 1000;
+  for (;;) {
+    if (!alive(pid) || !ownPorts(pid).includes(port)) { out({ closed: true }); return; }
+    if (Date.now() > deadline) { out({ closed: false }); return; }
+    await sleep(20);
+  }
 }
 
 function signal(args) {
@@ -151,28 +186,38 @@ function signal(args) {
   out({ ok: true });
 }
 
-// Checks the directory as the target's own user sees it (uid, groups, read-only mounts).
+// writable PID DIR...: checks each directory as the target's own user sees it (uid,
+// groups, read-only mounts), with its free space and whether it is tmpfs (memory).
 function writable(args) {
   const pid = Number(args[0]);
-  const dir = args[1];
+  const dirs = args.slice(1);
   const status = read(`/proc/${pid}/status`);
   if (status === null) { out({ error: 'gone' }); process.exit(3); }
   const uid = Number(field(status, 'Uid').split(/\s+/)[1]);
   const gid = Number(field(status, 'Gid').split(/\s+/)[1]);
   const groups = (field(status, 'Groups') || '').split(/\s+/).filter((g) => g).map(Number);
+  let refused = null;
   try {
     if (process.getuid() === 0 && uid !== 0) {
       process.setgroups(groups);
       process.setgid(gid);
       process.setuid(uid);
     }
-    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
-    // Free space and filesystem type (tmpfs is memory) where this Node.js can tell.
-    const st = fs.statfsSync ? fs.statfsSync(dir) : null;
-    out({ writable: true, free: st ? st.bavail * st.bsize : null, tmpfs: st ? st.type === 0x01021994 : null });
   } catch (e) {
-    out({ writable: false, code: e.code || String(e) });
+    refused = e.code || String(e); // no CAP_SETUID: the target's view cannot be checked
   }
+  const answers = dirs.map((dir) => {
+    if (refused !== null) return { dir, writable: false, code: refused };
+    try {
+      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+      // Free space and filesystem type where this Node.js can tell (statfs is Node 18.15+).
+      const st = fs.statfsSync ? fs.statfsSync(dir) : null;
+      return { dir, writable: true, free: st ? st.bavail * st.bsize : null, tmpfs: st ? st.type === 0x01021994 : null };
+    } catch (e) {
+      return { dir, writable: false, code: e.code || String(e) };
+    }
+  });
+  out({ dirs: answers });
 }
 
 function snapshotFiles(dir, pid) {
@@ -266,7 +311,7 @@ function remove(args) {
   out({ ok: true });
 }
 
-const commands = { probe, activate, signal, writable, tail, 'signal-follow': signalFollow, remove };
+const commands = { probe, activate, closed, signal, writable, tail, 'signal-follow': signalFollow, remove };
 if (!commands[sub]) {
   process.stderr.write(`heapsnap agent: unknown subcommand ${sub}\n`);
   process.exit(2);
