@@ -23,6 +23,7 @@ from heapsnap.controller.settings import Settings
 from heapsnap.controller.ttl import sweep_forever
 from heapsnap.k8s.api import connect
 from heapsnap.k8s.objects import Cluster
+from heapsnap.sinks import s3
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
     # kopf installs its own handlers when it starts; handlers.take_back_signals re-installs these.
     handlers.stop_on_signals(stop)
     api = connect()
+    await asyncio.to_thread(api.warm_up)
+    await asyncio.to_thread(s3.warm_up)
     memo = kopf.Memo(
         cluster=Cluster(api),
         backends=RealBackends(api),

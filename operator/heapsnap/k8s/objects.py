@@ -120,7 +120,7 @@ class Cluster:
     async def find_pod(self, namespace: str, target: TargetSpec) -> Any:
         if target.pod_name is not None:
             try:
-                return await self.api.call(self.api.core.read_namespaced_pod, target.pod_name, namespace)
+                return await self.api.call(self.api.get, _pod_path(namespace, target.pod_name), "V1Pod")
             except ApiException as error:
                 if error.status == 404:
                     raise PodError(
@@ -130,7 +130,9 @@ class Cluster:
                 raise
         assert target.selector is not None
         selector = target.selector.to_query()
-        pods = await self.api.call(self.api.core.list_namespaced_pod, namespace, label_selector=selector)
+        pods = await self.api.call(
+            self.api.get, f"/api/v1/namespaces/{namespace}/pods", "V1PodList", labelSelector=selector
+        )
         running = [
             p for p in pods.items if p.status.phase == "Running" and p.metadata.deletion_timestamp is None
         ]
@@ -161,7 +163,7 @@ class Cluster:
 
     async def read_pod(self, namespace: str, name: str) -> Any | None:
         try:
-            return await self.api.call(self.api.core.read_namespaced_pod, name, namespace)
+            return await self.api.call(self.api.get, _pod_path(namespace, name), "V1Pod")
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -169,7 +171,9 @@ class Cluster:
 
     async def read_credentials(self, namespace: str, secret: str) -> dict[str, str]:
         try:
-            obj = await self.api.call(self.api.core.read_namespaced_secret, secret, namespace)
+            obj = await self.api.call(
+                self.api.get, f"/api/v1/namespaces/{namespace}/secrets/{secret}", "V1Secret"
+            )
         except ApiException as error:
             if error.status == 404:
                 raise InvalidInput(
@@ -217,3 +221,7 @@ def decode_credentials(namespace: str, secret: str, data: Mapping[str, str]) -> 
         for k in (*CREDENTIAL_KEYS, *OPTIONAL_CREDENTIAL_KEYS)
         if data.get(k)
     }
+
+
+def _pod_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods/{name}"
