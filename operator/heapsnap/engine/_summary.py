@@ -11,8 +11,8 @@ from heapsnap.analysis.stream import SnapshotSummary, StreamingSummary
 
 # The summary's temporaries scale with the piece fed: small pieces keep RSS low.
 _PIECE = 128 << 10
-# At most this many delivered chunks wait for the summary (1 MiB each at most).
-_QUEUED = 8
+# At most this many delivered batches wait for the summary (1 MiB each at most).
+_QUEUED = 4
 _IDLE_CHECK_SECONDS = 1.0
 
 
