@@ -281,7 +281,7 @@ async def _take_tempfile_snapshot(
     """
     pid = ctx.info.pid
     path = posixpath.join(directory, f".heapsnap-{uuid.uuid4().hex}.heapsnapshot")
-    timeout = options.timeout_seconds or 24 * 3600
+    timeout = _follow_limit(options)
 
     async def deliver(data: bytes) -> None:
         await _deliver(stats, sink, data, on_progress)
@@ -328,6 +328,12 @@ async def _take_tempfile_snapshot(
         with contextlib.suppress(HeapsnapError):
             await ctx.agent.call("remove", path)
         raise
+
+
+def _follow_limit(options: CaptureOptions) -> float:
+    """How long the agent may follow a snapshot file: the capture's timeout, else a day
+    (the agent must end by itself even if heapsnap vanished)."""
+    return options.timeout_seconds or 24 * 3600
 
 
 def _raise_follow_failure(result: CommandResult, pid: int, path: str) -> NoReturn:
@@ -641,7 +647,7 @@ async def _capture_signal(
     async def deliver(data: bytes) -> None:
         await _deliver(stats, sink, data, on_progress)
 
-    timeout = options.timeout_seconds or 24 * 3600
+    timeout = _follow_limit(options)
     # The agent signals, then follows the file the process writes (unlinked once opened).
     result = await agent.run(
         "signal-follow", str(info.pid), name, directory, str(timeout), stdout=deliver, limit=None
