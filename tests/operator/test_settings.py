@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from heapsnap.controller.__main__ import limit_malloc_arenas
 from heapsnap.controller.settings import from_env
 from heapsnap.errors import InvalidInput
 
@@ -39,3 +40,10 @@ def test_values_from_env() -> None:
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(InvalidInput, match=name):
         from_env(env)
+
+
+def test_the_operator_caps_glibc_malloc_arenas_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas() is True  # this machine runs glibc, as the image does
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
