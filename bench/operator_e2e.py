@@ -6,8 +6,8 @@ capture of the same target, and the operator's peak RSS during that capture.
 
 Starts the local control plane (tests/cluster), a moto S3 server, a Node.js pod holding
 ``--objects`` LeakyThing instances, and the operator as a subprocess; prints figures.
-Each capture gets a fresh pod of the same size: a second snapshot of one process pauses
-it longer (8-15% at 1 M objects, 3x at 8 M, where the first one's memory is still held).
+Each capture gets a fresh pod of the same size, captured once its app has built all its
+objects (its "ready" line: a pod is Ready as soon as its process starts).
 """
 
 from __future__ import annotations
@@ -92,7 +92,11 @@ def main() -> int:
                 env={"LEAKY_COUNT": str(args.objects)},
                 ready_timeout=600,
             )
-            time.sleep(2)
+            deadline = time.monotonic() + 600
+            while b"ready" not in started.output():
+                if time.monotonic() > deadline or started.popen.poll() is not None:
+                    raise SystemExit(f"the target never became ready: {started.output()[-2000:]!r}")
+                time.sleep(0.2)
             return started
 
         pod = start_target("engine-target")
