@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from heapsnap.controller.__main__ import limit_malloc_arenas
+from heapsnap._malloc import limit_malloc_arenas
 from heapsnap.controller.settings import from_env
 from heapsnap.errors import InvalidInput
 
