@@ -9,7 +9,7 @@ import pytest
 
 from heapsnap.analysis.render import summary_table
 from heapsnap.analysis.stream import StreamingSummary
-from heapsnap.analysis.tokenizer import parse_ints
+from heapsnap.analysis.tokenizer import _count_ints, parse_ints
 from heapsnap.errors import SnapshotFormatError
 
 from .conftest import LEAK_COUNT, SnapshotSeries
@@ -133,6 +133,26 @@ def test_integer_runs_parse_exactly_or_name_the_bad_byte(data: bytes, expected: 
     else:
         assert parse_ints(data).tolist() == expected
         assert parse_ints(memoryview(data)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", 0),
+        (b"\n,", 0),
+        (b"7", 1),
+        (b",1,1,7\n,5,10437,21168\n,", 6),
+        (b" 1 , 2 ", 2),
+        (b"1,x", "holds 'x'"),
+        (b"1,2.5", "holds '.'"),
+    ],
+)
+def test_edge_numbers_are_counted_as_the_parser_would_read_them(data: bytes, expected: int | str) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(SnapshotFormatError, match=expected):
+            _count_ints(data, "edges")
+    else:
+        assert _count_ints(data, "edges") == _count_ints(memoryview(data), "edges") == expected
 
 
 def test_a_truncated_snapshot_is_refused(series: SnapshotSeries) -> None:
