@@ -19,6 +19,8 @@ from heapsnap.engine import (
     capture_series,
     close_inspector,
 )
+from heapsnap.engine._agent import Agent
+from heapsnap.errors import TransportError
 from heapsnap.sinks.file import FileSink
 from heapsnap.transports.local import LocalHost
 from tests.engine.conftest import count_instances, listening_ports, load_snapshot, node_count
@@ -121,6 +123,29 @@ async def test_an_inspector_already_open_is_used_and_left_open(
     assert await listening_ports(app.pid) == before
     assert len(before) == 2
     assert app.get("/") == "ok 1000"
+
+
+async def test_a_failed_look_at_the_closing_inspector_is_a_warning_not_a_lost_snapshot(
+    node_process: StartNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = node_process(LEAKY_APP, env={"LEAKY_COUNT": "1000"})
+
+    async def broken(self: Agent, pid: int, port: int, wait: float) -> bool:
+        raise TransportError("the exec stream broke")
+
+    monkeypatch.setattr(Agent, "closed", broken)
+    out = tmp_path / "kept.heapsnapshot"
+    result = await capture(LocalHost(), FileSink(out), selector=ProcessSelector(pid=app.pid))
+
+    assert count_instances(load_snapshot(out), "LeakyThing") == 1000
+    assert any("may be still listening" in w and "exec stream broke" in w for w in result.warnings)
+    monkeypatch.undo()
+    # The target was told to close it all the same.
+    for _ in range(100):
+        if await listening_ports(app.pid) == [app.port]:
+            break
+        await asyncio.sleep(0.05)
+    assert await listening_ports(app.pid) == [app.port]
 
 
 async def test_an_inspector_left_open_by_a_dead_capturer_is_closed(node_process: StartNode) -> None:

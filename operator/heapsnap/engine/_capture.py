@@ -405,6 +405,13 @@ async def _inspector_target(
         try:
             if endpoint.opened_by_us and not await _inspector.end(cdp, agent, info.pid, endpoint.port):
                 warnings.append(f"The inspector heapsnap opened on port {endpoint.port} is still listening.")
+        except HeapsnapError as error:
+            # The snapshot may be stored already, or the capture failed for a reason of its
+            # own: neither is to be replaced by a failed look at the port.
+            warnings.append(
+                f"The inspector heapsnap opened on port {endpoint.port} may be still listening: "
+                f"checking failed ({error.message})"
+            )
         finally:
             await stack.aclose()
 
