@@ -150,9 +150,9 @@ async def _deliver(stats: _Stats, sink: Sink, data: bytes, on_progress: Progress
     stats.received += len(data)
     if stats.batch or len(data) < _BATCH_BYTES:
         stats.batch += data
-        if len(stats.batch) < _BATCH_BYTES:
-            return
-        data, stats.batch = bytes(stats.batch), bytearray()
+        if len(stats.batch) >= _BATCH_BYTES:
+            await _flush(stats, sink, on_progress)
+        return
     await _pass_on(stats, sink, data, on_progress)
 
 
