@@ -112,7 +112,6 @@ class NodeProcessInfo:
 @dataclass(frozen=True)
 class ProbeResult:
     processes: list[NodeProcessInfo]
-    listening: list[int]
     # The binary that ran the probe, as Node.js itself resolves it.
     agent_exec_path: str = ""
 
@@ -121,7 +120,6 @@ class ProbeResult:
         agent = reply.get("agent") or {}
         return cls(
             processes=[NodeProcessInfo.from_json(p) for p in reply["processes"]],
-            listening=[int(p) for p in reply["listening"]],
             agent_exec_path=str(agent.get("exec_path") or ""),
         )
 

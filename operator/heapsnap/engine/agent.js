@@ -1,7 +1,7 @@
 // heapsnap's target-side agent. Run by the target's own Node.js binary, next to it:
 //   node -e <this file> -- <subcommand> [args...]
 // No shell, no npm packages, only /proc. Structured replies are one JSON line on stdout;
-// `stream` writes raw bytes. Exit codes: 0 ok, 2 bad usage, 3 target gone, 4 refused.
+// `tail` and `signal-follow` write raw bytes. Exit codes: 0 ok, 2 bad usage, 3 target gone, 4 refused.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -131,11 +131,9 @@ function probe(args) {
     if (info === null) continue;
     if (wanted !== null || info.node) processes.push(info);
   }
-  const ports = {};
-  for (const l of listeners(wanted !== null && processes.length ? wanted : self)) ports[l.port] = true;
   // Which binary runs this agent: the caller may reuse it for the target without asking again.
   const agent = { exec_path: process.execPath };
-  out({ processes, listening: Object.keys(ports).map(Number), agent });
+  out({ processes, agent });
 }
 
 // The ports `pid` listens on itself (the network namespace may hold others').
@@ -177,13 +175,6 @@ async function closed(args) {
     if (Date.now() > deadline) { out({ closed: false }); return; }
     await sleep(20);
   }
-}
-
-function signal(args) {
-  const pid = Number(args[0]);
-  if (!alive(pid)) { out({ error: 'gone' }); process.exit(3); }
-  process.kill(pid, args[1]);
-  out({ ok: true });
 }
 
 // writable PID DIR...: checks each directory as the target's own user sees it (uid,
@@ -311,7 +302,7 @@ function remove(args) {
   out({ ok: true });
 }
 
-const commands = { probe, activate, closed, signal, writable, tail, 'signal-follow': signalFollow, remove };
+const commands = { probe, activate, closed, writable, tail, 'signal-follow': signalFollow, remove };
 if (!commands[sub]) {
   process.stderr.write(`heapsnap agent: unknown subcommand ${sub}\n`);
   process.exit(2);
