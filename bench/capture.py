@@ -1,16 +1,22 @@
 """Capture benchmark: Node's own v8.writeHeapSnapshot() vs heapsnap to a file vs heapsnap to S3.
 
-One run, each method on a fresh target of the same size (small objects). Prints wall
-time, the target's pause, ratios to writeHeapSnapshot, heapsnap's peak RSS and the
-target's peak RSS under each method (VmHWM, reset through /proc/PID/clear_refs).
+Each method on a fresh target of the same size (small objects). Prints wall time, the
+target's pause, ratios to writeHeapSnapshot, heapsnap's peak RSS and CPU time (with the
+agent it ran next to the target), and the target's peak RSS under each method (VmHWM,
+reset through /proc/PID/clear_refs).
 
     .venv/bin/python -m bench.capture                 # ~180 MB heap (run with -m from the repository root)
     .venv/bin/python -m bench.capture --heap-mb 900   # ~900 MB heap: ~8 GB in the target
+    .venv/bin/python -m bench.capture --rounds 3      # each method 3 times in turn: medians
+
+The machine's own speed varies by 10-20% from one minute to the next: one round is a
+sample, not a figure. With rounds, heapsnap's RSS is the highest of all rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -67,6 +73,7 @@ class Row:
     pause: float
     size: int
     heapsnap_rss: int | None
+    heapsnap_cpu: float | None  # user + system, with the agent runs it waited for
     target_rss: int
     note: str = ""
 
@@ -106,7 +113,7 @@ def run_write(heap_mb: int, version: str, out: Path) -> Row:
         wall = time.monotonic() - started
         size = Path(reply["file"]).stat().st_size
         Path(reply["file"]).unlink()
-        return Row("v8.writeHeapSnapshot", wall, reply["seconds"], size, None, peak_rss(app.pid))
+        return Row("v8.writeHeapSnapshot", wall, reply["seconds"], size, None, None, peak_rss(app.pid))
     finally:
         app.stop()
 
@@ -148,6 +155,7 @@ def run_heapsnap(heap_mb: int, version: str, method: str, args: list[str], env: 
             result["pause_seconds"],
             result["artifact"]["size_bytes"],
             usage.ru_maxrss * 1024,
+            usage.ru_utime + usage.ru_stime,
             peak_rss(app.pid),
             note,
         )
@@ -159,51 +167,100 @@ def run_heapsnap(heap_mb: int, version: str, method: str, args: list[str], env: 
         app.stop()
 
 
+def run_round(args: argparse.Namespace, methods: list[str], out: Path, s3: S3Target | None) -> list[Row]:
+    rows: list[Row] = []
+    if "write" in methods:
+        rows.append(run_write(args.heap_mb, args.node, out))
+    if "file" in methods:
+        rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> file", ["-o", str(out / "h")], {}))
+        (out / "h").unlink()
+    if s3 is not None:
+        rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> S3 (versitygw)", s3.args, s3.env))
+    return rows
+
+
+@dataclass
+class S3Target:
+    args: list[str]
+    env: dict[str, str]
+
+
+def median_row(rows: list[Row]) -> Row:
+    """The round with the median wall time, with the spread of all rounds in its note."""
+    ordered = sorted(rows, key=lambda r: r.wall)
+    row = ordered[len(ordered) // 2]
+    if len(rows) > 1:
+        walls = ", ".join(f"{r.wall:.1f}" for r in rows)
+        pauses = ", ".join(f"{r.pause:.1f}" for r in rows)
+        row.note = f"rounds: wall {walls} s; pause {pauses} s" + (f"; {row.note}" if row.note else "")
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heap-mb", type=int, default=180)
     parser.add_argument("--node", default="20", help="Node.js major version of the target (20, 22, 24)")
     parser.add_argument("--methods", default="write,file,s3", help="comma-separated subset of write,file,s3")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every method this many times, in turn; report medians"
+    )
     args = parser.parse_args()
     methods = args.methods.split(",")
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="heapsnap-bench-", dir=ROOT) as scratch:
+    by_method: dict[str, list[Row]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="heapsnap-bench-", dir=ROOT) as scratch,
+        contextlib.ExitStack() as stack,
+    ):
         out = Path(scratch)
-        if "write" in methods:
-            rows.append(run_write(args.heap_mb, args.node, out))
-        if "file" in methods:
-            rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> file", ["-o", str(out / "h")], {}))
-            (out / "h").unlink()
+        s3: S3Target | None = None
         if "s3" in methods:
             # versitygw (Go, posix backend) rather than moto: moto keeps objects in memory
             # and its Python request handling competes with the target for the CPUs.
             (out / "s3").mkdir()
             server = start_versitygw(out / "s3")
-            try:
-                server.create_bucket("bench")
-                creds = {"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
-                s3_args = ["--s3", "s3://bench/", "--s3-endpoint", server.endpoint, "--s3-path-style"]
-                s3_args += ["--s3-region", "us-east-1"]
-                rows.append(
-                    run_heapsnap(args.heap_mb, args.node, "heapsnap -> S3 (versitygw)", s3_args, creds)
+            stack.callback(server.process.wait)
+            stack.callback(server.process.terminate)
+            server.create_bucket("bench")
+            s3 = S3Target(
+                [
+                    "--s3",
+                    "s3://bench/",
+                    "--s3-endpoint",
+                    server.endpoint,
+                    "--s3-path-style",
+                    "--s3-region",
+                    "us-east-1",
+                ],
+                {"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key},
+            )
+        for number in range(args.rounds):
+            for row in run_round(args, methods, out, s3):
+                by_method.setdefault(row.method, []).append(row)
+                print(
+                    f"round {number + 1}: {row.method}: wall {row.wall:.1f} s, pause {row.pause:.1f} s",
+                    flush=True,
                 )
-            finally:
-                server.process.terminate()
-                server.process.wait()
+    rows = [median_row(group) for group in by_method.values()]
     base = next((r for r in rows if r.method.startswith("v8.")), None)
     print(
         f"\nNode {args.node}, target heap ~{args.heap_mb} MB of small objects, "
         f"snapshot {rows[0].size / MiB:,.0f} MiB"
+        + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
     )
-    header = f"{'method':<24}{'wall s':>9}{'pause s':>9}{'x write':>9}{'heapsnap RSS':>14}"
+    header = f"{'method':<28}{'wall s':>9}{'pause s':>9}{'x write':>9}{'heapsnap RSS':>14}{'CPU s':>7}"
     header += f"{'target peak':>13}{'x write':>9}"
     print(header)
     for row in rows:
         ratio = f"{row.wall / base.wall:.2f}" if base else "-"
         rss_ratio = f"{row.target_rss / base.target_rss:.3f}" if base else "-"
-        own = f"{row.heapsnap_rss / MiB:,.0f} MiB" if row.heapsnap_rss else "-"
+        own = (
+            f"{max(r.heapsnap_rss or 0 for r in by_method[row.method]) / MiB:,.0f} MiB"
+            if row.heapsnap_rss
+            else "-"
+        )
+        cpu = f"{row.heapsnap_cpu:.1f}" if row.heapsnap_cpu is not None else "-"
         print(
-            f"{row.method:<24}{row.wall:>9.1f}{row.pause:>9.1f}{ratio:>9}{own:>14}"
+            f"{row.method:<28}{row.wall:>9.1f}{row.pause:>9.1f}{ratio:>9}{own:>14}{cpu:>7}"
             f"{row.target_rss / MiB:>9,.0f} MiB{rss_ratio:>9}"
         )
     for row in rows:
