@@ -145,6 +145,8 @@ def test_integer_runs_parse_exactly_or_name_the_bad_byte(data: bytes, expected: 
         (b" 1 , 2 ", 2),
         (b"1,x", "holds 'x'"),
         (b"1,2.5", "holds '.'"),
+        (b'1,"2', "holds '\"'"),
+        (b"1,2]", "holds ']'"),
     ],
 )
 def test_edge_numbers_are_counted_as_the_parser_would_read_them(data: bytes, expected: int | str) -> None:
