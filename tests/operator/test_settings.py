@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from heapsnap._malloc import limit_malloc_arenas
+from heapsnap._malloc import tune_malloc
 from heapsnap.controller.settings import from_env
 from heapsnap.errors import InvalidInput
 
@@ -42,8 +42,11 @@ def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
         from_env(env)
 
 
-def test_the_operator_caps_glibc_malloc_arenas_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert limit_malloc_arenas() is True  # this machine runs glibc, as the image does
+def test_malloc_is_tuned_unless_the_environment_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    # This machine runs glibc, as the image does.
+    assert tune_malloc() == ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() is False
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert tune_malloc() == ["MALLOC_MMAP_THRESHOLD_"]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from heapsnap import __version__
-from heapsnap._malloc import limit_malloc_arenas
+from heapsnap._malloc import tune_malloc
 from heapsnap.errors import HeapsnapError
 
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    limit_malloc_arenas()
+    tune_malloc()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from heapsnap._malloc import limit_malloc_arenas
+from heapsnap._malloc import tune_malloc
 from heapsnap.controller.runner import run
 from heapsnap.controller.settings import from_env
 from heapsnap.errors import HeapsnapError
@@ -19,7 +19,7 @@ from heapsnap.errors import HeapsnapError
 
 def main(argv: Sequence[str] | None = None) -> int:
     del argv
-    limit_malloc_arenas()
+    tune_malloc()
     try:
         settings = from_env()
     except HeapsnapError as error:
