@@ -14,6 +14,7 @@ import contextlib
 import functools
 import io
 import re
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -68,14 +69,57 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+class _SlimLoader(botocore.loaders.Loader):
+    """botocore's data, less what heapsnap's clients never read: ~7 MiB less RSS.
+
+    ``endpoints`` describes every AWS service in every region (6.8 MiB as Python
+    objects); S3 clients read S3's entry, and credential providers STS's. Service models
+    carry their documentation, which only ``help()`` shows: its texts are emptied.
+    """
+
+    KEPT_SERVICES = frozenset({"s3", "sts"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._slimmed: set[str] = set()
+        self._lock = threading.Lock()  # clients are made on worker threads
+
+    def load_data_with_path(self, name: str) -> tuple[Any, str]:
+        data, path = super().load_data_with_path(name)  # cached by botocore: slim it once
+        with self._lock:
+            if name not in self._slimmed:
+                self._slimmed.add(name)
+                if name == "endpoints":
+                    for partition in data.get("partitions", []):
+                        services = partition.get("services", {})
+                        partition["services"] = {k: v for k, v in services.items() if k in self.KEPT_SERVICES}
+                elif name.endswith("/service-2"):
+                    _drop_documentation(data)
+        return data, path
+
+
+def _drop_documentation(node: Any) -> None:
+    """Empty every documentation text (botocore reads some of the keys, so they stay)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("documentation", "documentationUrl") and isinstance(value, str):
+                node[key] = ""
+            else:
+                _drop_documentation(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_documentation(value)
+
+
 @functools.cache
 def _loader() -> botocore.loaders.Loader:
-    return botocore.loaders.create_loader()
+    return _SlimLoader()
 
 
 def make_client(config: S3Config) -> S3Client:
     # One loader for every client: loading S3's service model is most of the ~80 ms a new
     # client costs, and the operator makes one per capture. Credentials stay per session.
+    # It is slimmed, too (see _SlimLoader).
     botocore_session = botocore.session.get_session()
     botocore_session.register_component("data_loader", _loader())
     session = boto3.session.Session(
