@@ -1,17 +1,19 @@
-"""S3 clients load a slimmed botocore: AWS endpoints and STS still work.
+"""S3 clients load a slimmed botocore (AWS endpoints and STS still work); parts upload from views.
 
 Signing and uploads through it are proven against real servers in test_s3.py.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 
 import boto3
 import botocore.session
 import pytest
 
-from heapsnap.sinks.s3 import S3Config, _loader, make_client
+from heapsnap.sinks.s3 import S3Config, _loader, _PartBody, make_client
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "cn-north-1", "us-gov-west-1"])
@@ -52,3 +54,19 @@ def test_credential_providers_can_still_make_sts_clients() -> None:
         "sts", aws_access_key_id="a", aws_secret_access_key="s"
     )
     assert sts.meta.endpoint_url == "https://sts.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096, 1 << 20])
+def test_a_part_made_of_pieces_reads_and_seeks_as_one_file(block: int) -> None:
+    data = bytes(range(256)) * 40
+    cuts = [0, 3, 3, 1000, 5000, len(data)]  # an empty piece too
+    body = _PartBody([memoryview(data)[a:b] for a, b in itertools.pairwise(cuts)])
+    assert len(body) == len(data)
+    read = bytearray()
+    while chunk := body.read(block):
+        read += chunk
+    assert read == data
+    body.seek(4998)
+    assert body.read(5) == data[4998:5003] and body.tell() == 5003
+    body.seek(-2, io.SEEK_END)
+    assert body.read() == data[-2:]

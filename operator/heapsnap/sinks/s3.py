@@ -2,17 +2,20 @@
 
 boto3 blocks, so every call runs in a thread; parts upload while chunks keep arriving,
 at most ``max_in_flight`` at a time, so heapsnap holds about
-``(max_in_flight + 1) * part_size`` bytes whatever the snapshot size (one part
-uploading while the next fills, by default: boto3 itself costs ~35 MiB). Any failure
-aborts the multipart upload: nothing is left in the bucket.
+``(max_in_flight + 1) * part_size`` bytes whatever the snapshot size (two parts
+uploading while the next fills, by default: boto3 itself costs ~30 MiB). A part is a
+list of views of the pieces written, which the summary reads too: nothing is copied.
+Any failure aborts the multipart upload: nothing is left in the bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import io
+import itertools
 import re
 import threading
 from collections.abc import AsyncIterator
@@ -178,11 +181,12 @@ def storage_error(error: Exception, config: S3Config, key: str, action: str) -> 
 
 
 class _PartBody(io.RawIOBase):
-    """A part's bytes as a seekable file for boto3, without copying them."""
+    """A part's pieces as one seekable file for boto3, without joining them."""
 
-    def __init__(self, view: memoryview) -> None:
+    def __init__(self, pieces: list[memoryview]) -> None:
         super().__init__()
-        self._view = view
+        self._pieces = pieces
+        self._starts = list(itertools.accumulate((len(p) for p in pieces), initial=0))
         self._pos = 0
 
     def readable(self) -> bool:
@@ -192,13 +196,20 @@ class _PartBody(io.RawIOBase):
         return True
 
     def readinto(self, target: Any) -> int:
-        piece = self._view[self._pos : self._pos + len(target)]
-        target[: len(piece)] = piece
-        self._pos += len(piece)
-        return len(piece)
+        out = memoryview(target).cast("B")
+        done = 0
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        while done < len(out) and index < len(self._pieces):
+            piece = self._pieces[index][self._pos - self._starts[index] :]
+            taken = min(len(piece), len(out) - done)
+            out[done : done + taken] = piece[:taken]
+            done += taken
+            self._pos += taken
+            index += 1
+        return done
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self)}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
@@ -206,7 +217,7 @@ class _PartBody(io.RawIOBase):
         return self._pos
 
     def __len__(self) -> int:
-        return len(self._view)
+        return self._starts[-1]
 
 
 class S3Sink:
@@ -219,7 +230,7 @@ class S3Sink:
         *,
         gzip: bool = False,
         part_size: int = 8 * MiB,
-        max_in_flight: int = 1,
+        max_in_flight: int = 2,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise InvalidInput(f"part_size {part_size} is below S3's minimum of 5 MiB.")
@@ -233,8 +244,8 @@ class S3Sink:
         self.part_size = part_size
         self._client: S3Client | None = None
         self._upload_id: str | None = None
-        self._buffer: bytearray | None = None
-        self._free: list[bytearray] = []
+        # The part being filled: views of the pieces written, not copies of them.
+        self._pending: list[memoryview] = []
         self._used = 0
         self._parts: dict[int, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -277,10 +288,8 @@ class S3Sink:
     async def _append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            if self._buffer is None:
-                self._buffer = self._free.pop() if self._free else bytearray(self.part_size)
             taken = min(len(view), self.part_size - self._used)
-            self._buffer[self._used : self._used + taken] = view[:taken]
+            self._pending.append(view[:taken])
             self._used += taken
             view = view[taken:]
             if self._used == self.part_size:
@@ -291,15 +300,13 @@ class S3Sink:
         for task in self._tasks:
             if task.done() and task.exception() is not None:
                 await task
-        # Part buffers are allocated once and reused: fresh multi-MiB allocations are
-        # not given back to the system promptly and would grow heapsnap's RSS.
-        buffer, used = self._buffer or bytearray(), self._used
-        self._buffer, self._used = None, 0
+        pieces, self._pending, self._used = self._pending, [], 0
         number = len(self._tasks) + 1
+        # Waiting here holds the capture back: memory stays within (max_in_flight + 1) parts.
         await self._slots.acquire()
-        self._tasks.append(asyncio.create_task(self._upload_part(number, buffer, used)))
+        self._tasks.append(asyncio.create_task(self._upload_part(number, pieces)))
 
-    async def _upload_part(self, number: int, buffer: bytearray, used: int) -> None:
+    async def _upload_part(self, number: int, pieces: list[memoryview]) -> None:
         assert self._client is not None and self._upload_id is not None
         client, upload_id = self._client, self._upload_id
         try:
@@ -309,13 +316,12 @@ class S3Sink:
                     Key=self.key,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=cast(IO[bytes], _PartBody(memoryview(buffer)[:used])),
+                    Body=cast(IO[bytes], _PartBody(pieces)),
                 )
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise storage_error(error, self.config, self.key, f"upload part {number} of") from error
         finally:
-            self._free.append(buffer)
             self._slots.release()
         self._parts[number] = reply["ETag"]
 
@@ -353,7 +359,7 @@ class S3Sink:
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._buffer, self._free = None, []
+        self._pending = []
         if self._upload_id is not None and self._client is not None:
             client, upload_id = self._client, self._upload_id
             with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
