@@ -13,7 +13,8 @@ import boto3
 import botocore.session
 import pytest
 
-from heapsnap.sinks.s3 import S3Config, _loader, _PartBody, make_client
+from heapsnap.sinks._s3client import _loader
+from heapsnap.sinks.s3 import S3Config, _PartBody, make_client
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "cn-north-1", "us-gov-west-1"])

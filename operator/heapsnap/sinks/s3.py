@@ -13,20 +13,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import functools
 import io
 import itertools
 import re
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, cast
 
-import boto3
-import botocore.config
 import botocore.exceptions
-import botocore.loaders
-import botocore.session
 
 from heapsnap.errors import BucketNotFound, InvalidInput, StorageAccessDenied, StorageError, UploadFailed
 from heapsnap.sinks.base import Artifact, StoredBytes
@@ -72,78 +66,11 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-class _SlimLoader(botocore.loaders.Loader):
-    """botocore's data, less what heapsnap's clients never read: ~7 MiB less RSS.
-
-    ``endpoints`` describes every AWS service in every region (6.8 MiB as Python
-    objects); S3 clients read S3's entry, and credential providers STS's. Service models
-    carry their documentation, which only ``help()`` shows: its texts are emptied.
-    """
-
-    KEPT_SERVICES = frozenset({"s3", "sts"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._slimmed: set[str] = set()
-        self._lock = threading.Lock()  # clients are made on worker threads
-
-    def load_data_with_path(self, name: str) -> tuple[Any, str]:
-        data, path = super().load_data_with_path(name)  # cached by botocore: slim it once
-        with self._lock:
-            if name not in self._slimmed:
-                self._slimmed.add(name)
-                if name == "endpoints":
-                    for partition in data.get("partitions", []):
-                        services = partition.get("services", {})
-                        partition["services"] = {k: v for k, v in services.items() if k in self.KEPT_SERVICES}
-                elif name.endswith("/service-2"):
-                    _drop_documentation(data)
-        return data, path
-
-
-def _drop_documentation(node: Any) -> None:
-    """Empty every documentation text (botocore reads some of the keys, so they stay)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("documentation", "documentationUrl") and isinstance(value, str):
-                node[key] = ""
-            else:
-                _drop_documentation(value)
-    elif isinstance(node, list):
-        for value in node:
-            _drop_documentation(value)
-
-
-@functools.cache
-def _loader() -> botocore.loaders.Loader:
-    return _SlimLoader()
-
-
 def make_client(config: S3Config) -> S3Client:
-    # One loader for every client: loading S3's service model is most of the ~80 ms a new
-    # client costs, and the operator makes one per capture. Credentials stay per session.
-    # It is slimmed, too (see _SlimLoader).
-    botocore_session = botocore.session.get_session()
-    botocore_session.register_component("data_loader", _loader())
-    session = boto3.session.Session(
-        botocore_session=botocore_session,
-        aws_access_key_id=config.access_key_id,
-        aws_secret_access_key=config.secret_access_key,
-        aws_session_token=config.session_token,
-        region_name=config.region,
-    )
-    client: S3Client = session.client(
-        "s3",
-        endpoint_url=config.endpoint_url,
-        config=botocore.config.Config(
-            s3={"addressing_style": "path" if config.force_path_style else "auto"},
-            retries={"max_attempts": 4, "mode": "standard"},
-            # Only where required: many S3-compatible servers reject the newer default checksums.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
-    return client
+    """An S3 client for ``config`` (botocore's client machinery loads on first use)."""
+    from heapsnap.sinks import _s3client
+
+    return _s3client.make_client(config)
 
 
 def warm_up() -> None:
