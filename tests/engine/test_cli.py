@@ -129,3 +129,15 @@ def test_capture_series_bad_input_is_refused(tmp_path: Path, extra: list[str], m
 )
 def test_series_numbers_go_before_the_suffixes(name: str, number: int, numbered: str) -> None:
     assert series_name(name, number) == numbered
+
+
+def test_the_capture_command_starts_without_what_it_preloads_while_probing() -> None:
+    # numpy, websockets and botocore's client take ~0.3 s to import: the CLI imports them
+    # on a thread while the main thread probes the target, which only works if nothing on
+    # the way to the probe imports them first.
+    code = (
+        "import sys; import heapsnap.cli; heapsnap.cli.build_parser(); "
+        "print(sorted(m for m in ('numpy', 'websockets', 'botocore.session') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

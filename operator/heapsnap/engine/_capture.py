@@ -12,9 +12,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from heapsnap.analysis.stream import SnapshotSummary
 from heapsnap.engine import _inspector, _preflight
 from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, signal_mask
 from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
@@ -46,6 +45,9 @@ from heapsnap.errors import (
 )
 from heapsnap.sinks.base import Artifact, Sink
 from heapsnap.transports.base import CommandResult, ProcessHost
+
+if TYPE_CHECKING:
+    from heapsnap.analysis.stream import SnapshotSummary
 
 MiB = 1 << 20
 _ANY_PROCESS = ProcessSelector()

@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import websockets
-from websockets.asyncio.client import ClientConnection
+from typing import TYPE_CHECKING, Any
 
 from heapsnap.errors import InspectorUnreachable
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 EventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -42,6 +42,8 @@ class CdpSession:
     async def connect(cls, url: str, *, queue: int = 16) -> CdpSession:
         """``queue`` messages are read ahead: what heapsnap does not buffer, the target
         does (the inspector has no backpressure), so it is sized to about 10 MB."""
+        import websockets  # ~0.1 s: the CLI imports it while it probes (heapsnap.cli.capture)
+
         try:
             # close_timeout: a port-forward may never pass on the target's closing
             # handshake, and waiting the default 10 s for it delays every pod capture.
@@ -55,13 +57,15 @@ class CdpSession:
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.closed_error is not None:
             raise CdpClosed(str(self.closed_error))
+        from websockets.exceptions import ConnectionClosed
+
         self._next_id += 1
         ident = self._next_id
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         try:
             await self._ws.send(json.dumps({"id": ident, "method": method, "params": params or {}}))
-        except websockets.exceptions.ConnectionClosed as error:
+        except ConnectionClosed as error:
             self._pending.pop(ident, None)
             raise CdpClosed(str(error)) from error
         return await future
@@ -73,6 +77,8 @@ class CdpSession:
         return reply.get("result", {}).get("value")
 
     async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         try:
             async for raw in self._ws:
                 message = json.loads(raw)
@@ -86,7 +92,7 @@ class CdpSession:
                         future.set_result(message.get("result", {}))
                 elif self.on_event is not None:
                     await self.on_event(message.get("method", ""), message.get("params", {}))
-        except websockets.exceptions.ConnectionClosed as error:
+        except ConnectionClosed as error:
             self.closed_error = error
         except Exception as error:  # a failing event handler ends the session
             self.closed_error = error

@@ -9,8 +9,10 @@ import queue
 import sys
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
-from heapsnap.analysis.stream import SnapshotSummary, StreamingSummary
+if TYPE_CHECKING:
+    from heapsnap.analysis.stream import SnapshotSummary, StreamingSummary
 
 # The summary's temporaries scale with the piece fed: small pieces keep RSS low.
 _PIECE = 128 << 10
@@ -38,6 +40,9 @@ class SummaryWorker:
 
     @classmethod
     def start(cls, top: int) -> SummaryWorker | None:
+        # numpy takes ~0.1 s to import: the CLI imports it while it probes (heapsnap.cli.capture).
+        from heapsnap.analysis.stream import StreamingSummary
+
         summary = StreamingSummary(top=top)
         try:
             summary.feed(b"")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from heapsnap.analysis.stream import SnapshotSummary
 from heapsnap.sinks.base import Artifact
+
+if TYPE_CHECKING:
+    from heapsnap.analysis.stream import SnapshotSummary
 
 Method = Literal["auto", "inspector", "signal"]
 PreflightMode = Literal["enforce", "warn", "skip"]
