@@ -4,12 +4,13 @@ import json
 import random
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 from heapsnap.analysis.render import summary_table
 from heapsnap.analysis.stream import StreamingSummary
-from heapsnap.analysis.tokenizer import _count_ints, parse_ints
+from heapsnap.analysis.tokenizer import IntArray, SnapshotTokenizer, StringRun, _count_ints, parse_ints
 from heapsnap.errors import SnapshotFormatError
 
 from .conftest import LEAK_COUNT, SnapshotSeries
@@ -155,6 +156,52 @@ def test_edge_numbers_are_counted_as_the_parser_would_read_them(data: bytes, exp
             _count_ints(data, "edges")
     else:
         assert _count_ints(data, "edges") == _count_ints(memoryview(data), "edges") == expected
+
+
+class _Strings:
+    """A visitor that keeps the strings and the order the members ended in."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.ended: list[str] = []
+
+    def header(self, snapshot: dict[str, Any]) -> None:
+        del snapshot
+
+    def wants_values(self, section: str) -> bool:
+        return False
+
+    def ints(self, section: str, values: IntArray) -> None:
+        raise AssertionError("no values were asked for")
+
+    def count(self, section: str, n: int) -> None:
+        del section, n
+
+    def strings(self, first_index: int, run: StringRun) -> None:
+        assert first_index == len(self.texts)
+        self.texts += [run.get(i) for i in range(len(run))]
+
+    def end_section(self, section: str) -> None:
+        self.ended.append(section)
+
+
+def test_strings_and_nested_arrays_longer_than_a_scan_window_read_whole() -> None:
+    # The tokenizer scans these 128 KiB at a time, whatever the size of the chunks fed.
+    strings = ["", "a" * 300_000, 'a quote " a backslash \\ a bracket ]', "é" * 70_000]
+    strings += [f"s{i}" for i in range(20_000)]
+    nested = [[i, [i, [i]]] for i in range(40_000)]
+    data = json.dumps({"snapshot": {}, "trace_tree": nested, "strings": strings}).encode()
+    for sizes in ([len(data)], [1 << 20], [7, 4096, 100_000]):
+        visitor = _Strings()
+        tokenizer = SnapshotTokenizer(visitor)
+        rng, pos = random.Random(len(sizes)), 0
+        while pos < len(data):
+            size = rng.choice(sizes)
+            tokenizer.feed(data[pos : pos + size])
+            pos += size
+        tokenizer.finish()
+        assert visitor.texts == strings
+        assert visitor.ended == ["snapshot", "trace_tree", "strings"]
 
 
 def test_a_truncated_snapshot_is_refused(series: SnapshotSeries) -> None:

@@ -48,6 +48,8 @@ _MAX_SMALL_VALUE = 64 * 1024 * 1024
 _WHITESPACE = b" \t\r\n"
 #: Bytes of numbers parsed per numpy pass (see ``_emit_ints``).
 _SLICE = 256 * 1024
+#: Bytes of strings or nested arrays scanned per numpy pass: chunks of any size may be fed.
+_WINDOW = 128 * 1024
 _STRING_GAP_CLASS = np.zeros(256, dtype=bool)
 _STRING_GAP_CLASS[list(b", \t\r\n")] = True
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
@@ -379,27 +381,35 @@ class SnapshotTokenizer:
                 self._visitor.count(section, n)
 
     def _in_nested(self, data: bytes, pos: int) -> int | None:
-        raw = np.frombuffer(data, dtype=np.uint8, offset=pos)
+        count = min(len(data) - pos, _WINDOW)  # the running depth takes 8 bytes per byte
+        raw = np.frombuffer(data, dtype=np.uint8, offset=pos, count=count)
         step = (raw == ord("[")).astype(np.int64) - (raw == ord("]"))
         depth = self._depth + np.cumsum(step)
         closed = np.flatnonzero(depth == 0)
         if closed.size == 0:
             self._depth = int(depth[-1])
-            return len(data)
+            return pos + count
         self._visitor.end_section(self._section)
         self._state = "key"
         return pos + int(closed[0]) + 1
 
     def _in_strings(self, data: bytes, pos: int) -> int | None:
-        raw = np.frombuffer(data, dtype=np.uint8, offset=pos)
-        quotes = _unescaped_quotes(raw)
-        brackets = np.flatnonzero(raw == ord("]"))
-        # A bracket preceded by an even number of quotes is outside every string.
-        outside = brackets[np.searchsorted(quotes, brackets) % 2 == 0]
-        end = int(outside[0]) if outside.size else -1
-        if end >= 0:
-            quotes = quotes[quotes < end]
-        complete = quotes.size - quotes.size % 2
+        # A window at a time bounds the temporaries (quote positions, gaps); it grows only
+        # while it holds no whole string.
+        window = _WINDOW
+        while True:
+            raw = np.frombuffer(data, dtype=np.uint8, offset=pos, count=min(len(data) - pos, window))
+            quotes = _unescaped_quotes(raw)
+            brackets = np.flatnonzero(raw == ord("]"))
+            # A bracket preceded by an even number of quotes is outside every string.
+            outside = brackets[np.searchsorted(quotes, brackets) % 2 == 0]
+            end = int(outside[0]) if outside.size else -1
+            if end >= 0:
+                quotes = quotes[quotes < end]
+            complete = quotes.size - quotes.size % 2
+            if end >= 0 or complete or pos + raw.size == len(data):
+                break
+            window *= 2
         stop = end if end >= 0 else int(quotes[complete]) if quotes.size > complete else raw.size
         self._check_between_strings(raw[:stop], quotes[:complete])
         if complete:
@@ -414,9 +424,9 @@ class SnapshotTokenizer:
             self._state = "key"
             return pos + end + 1
         if stop < raw.size:
-            # A string continues in the next chunk: carry it over from its opening quote.
+            # A string continues past what was read: carry it over from its opening quote.
             return pos + stop if stop > 0 else None
-        return len(data)
+        return pos + raw.size
 
     def _check_between_strings(self, raw: npt.NDArray[np.uint8], quotes: npt.NDArray[np.intp]) -> None:
         """Outside the strings there may only be commas and whitespace."""

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from heapsnap.analysis.stream import SnapshotSummary, StreamingSummary
 
-# The summary's temporaries scale with the piece fed: small pieces keep RSS low.
-_PIECE = 128 << 10
 # At most this many delivered batches wait for the summary (1 MiB each at most).
 _QUEUED = 4
 _IDLE_CHECK_SECONDS = 1.0
@@ -97,8 +95,7 @@ def _feed_forever(
             return
         if worker.error is None:
             try:
-                for offset in range(0, len(data), _PIECE):
-                    summary.feed(data[offset : offset + _PIECE])
+                summary.feed(data)
             except Exception as error:  # reported by finish(); the artifact never depends on it
                 worker.error = error
         del worker
