@@ -50,6 +50,9 @@ class FileSink:
         file.write(self._bytes.encode(data))
 
     async def write(self, data: bytes) -> None:
+        if not self._pending and len(data) >= _FLUSH_BYTES:
+            await asyncio.to_thread(self._store, data)  # a whole batch: no copy
+            return
         self._pending += data
         if len(self._pending) >= _FLUSH_BYTES:
             block, self._pending = bytes(self._pending), bytearray()
