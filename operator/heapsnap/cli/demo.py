@@ -27,7 +27,7 @@ from typing import Any
 from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture_series
 from heapsnap.errors import InvalidInput
 from heapsnap.sinks.file import FileSink
-from heapsnap.sinks.s3 import S3Config
+from heapsnap.sinks.s3 import S3Config, make_client
 from heapsnap.transports.local import LocalHost
 
 __all__ = ["STEPS", "DemoContext", "Step", "register"]
@@ -303,19 +303,11 @@ def _free_port() -> int:
 
 
 async def start_storage(ctx: DemoContext) -> None:
-    import boto3
-
     root = Path(ctx.extra["cluster"].workdir) / "s3"
     root.mkdir()
     server, config, name = _s3_server(root)
     _on_exit(ctx, lambda: _stop_process(server))
-    client = boto3.client(
-        "s3",
-        endpoint_url=config.endpoint_url,
-        aws_access_key_id=config.access_key_id,
-        aws_secret_access_key=config.secret_access_key,
-        region_name=config.region,
-    )
+    client = make_client(config)
     deadline = time.monotonic() + 30
     while True:
         try:
