@@ -144,11 +144,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any]) -> Any:
+def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any], bucket: str) -> Any:
     import base64
 
-    import boto3
-    from botocore.config import Config
+    from heapsnap.sinks.s3 import S3Config, make_client
 
     s3 = (spec.get("storage") or {}).get("s3") or {}
     kwargs: dict[str, Any] = {}
@@ -161,18 +160,18 @@ def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any]) -> Any:
                 f"Cannot read Secret {namespace}/{secret} for the S3 credentials ({error}); set "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in your environment instead."
             ) from None
-        kwargs["aws_access_key_id"] = base64.b64decode(data.get("AWS_ACCESS_KEY_ID", "")).decode()
-        kwargs["aws_secret_access_key"] = base64.b64decode(data.get("AWS_SECRET_ACCESS_KEY", "")).decode()
+        kwargs["access_key_id"] = base64.b64decode(data.get("AWS_ACCESS_KEY_ID", "")).decode()
+        kwargs["secret_access_key"] = base64.b64decode(data.get("AWS_SECRET_ACCESS_KEY", "")).decode()
         if data.get("AWS_SESSION_TOKEN"):
-            kwargs["aws_session_token"] = base64.b64decode(data["AWS_SESSION_TOKEN"]).decode()
-    addressing = {"addressing_style": "path"} if s3.get("forcePathStyle") else {}
-    return boto3.client(
-        "s3",
+            kwargs["session_token"] = base64.b64decode(data["AWS_SESSION_TOKEN"]).decode()
+    config = S3Config(
+        bucket=bucket,
         endpoint_url=s3.get("endpoint") or None,
-        region_name=s3.get("region") or None,
-        config=Config(s3=addressing) if addressing else None,  # type: ignore[arg-type]
+        region=s3.get("region") or None,
+        force_path_style=bool(s3.get("forcePathStyle")),
         **kwargs,
     )
+    return make_client(config)
 
 
 def download(body: Any, target: Path, expected_sha256: str) -> int:
@@ -212,7 +211,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"HeapSnapshot {args.name} is {status.get('phase') or 'Pending'}: it has no artifact yet."
         )
     bucket, key = parse_s3_uri(artifact["uri"])
-    client = _s3_client(api, namespace, obj.get("spec") or {})
+    client = _s3_client(api, namespace, obj.get("spec") or {}, bucket)
     response = client.get_object(Bucket=bucket, Key=key)
     target = Path(args.output)
     size = download(response["Body"], target, artifact["sha256"])
