@@ -210,6 +210,7 @@ class S3Sink:
         self._upload_id = reply["UploadId"]
 
     async def write(self, data: bytes) -> None:
+        """Take the next bytes; they are kept, not copied, until their part is uploaded."""
         await self._append(self._bytes.encode(data))
 
     async def _append(self, data: bytes) -> None:
