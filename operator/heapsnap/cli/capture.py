@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from heapsnap._priority import yield_cpu
 from heapsnap.engine import (
     CaptureOptions,
     CaptureResult,
@@ -222,6 +223,7 @@ def _preload(s3: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    yield_cpu()  # before any thread or process starts: they inherit it
     preload = threading.Thread(target=_preload, args=(bool(args.s3),), name="heapsnap-preload", daemon=True)
     preload.start()
     try:

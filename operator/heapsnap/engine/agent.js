@@ -4,6 +4,7 @@
 // `tail` and `signal-follow` write raw bytes. Exit codes: 0 ok, 2 bad usage, 3 target gone, 4 refused.
 'use strict';
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 
 const argv = process.argv.slice(1);
@@ -240,6 +241,9 @@ function gone(message) {
 // written, until `pid` has closed it and every byte is out. Reading from the disk gives
 // the writer no backpressure and costs the target no memory, unlike inspector chunks.
 async function follow(pid, pick, deadline, onGone, since = null) {
+  // 10 nice levels below the target (or lower already): V8 is still writing, and the
+  // reading can wait for it; the target resumes sooner.
+  try { os.setPriority(Math.min(19, Math.max(os.getPriority(), os.getPriority(pid) + 10))); } catch (e) { /* as it is */ }
   let file = null;
   while (file === null) {
     if (!alive(pid)) { onGone(); gone(`process ${pid} exited before writing its snapshot`); }
