@@ -47,15 +47,17 @@ def _niceness(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
-def _children_niceness(but: int) -> list[int]:
+def _niceness_of_runs(marker: str) -> list[int]:
+    """The nice values of this process's children whose command line holds ``marker``."""
     me, found = os.getpid(), []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != but:
+        if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me and marker.encode() in command:
                 found.append(_niceness(int(entry.name)))
     return found
 
@@ -71,7 +73,7 @@ def test_the_agent_reads_the_snapshot_below_the_target_s_priority(tmp_path: Path
 
         async def take(chunk: bytes) -> None:
             if not seen:
-                seen.append(_children_niceness(but=target.pid))
+                seen.append(_niceness_of_runs(str(snapshot)))
 
         result = await agent.run("tail", str(target.pid), str(snapshot), "30", stdout=take, limit=None)
         return result.exit_code
