@@ -354,6 +354,22 @@ async def test_pod_deleted_mid_capture() -> None:
     assert backends.aborted
 
 
+async def test_an_engine_that_notices_first_still_reports_the_pod_deleted() -> None:
+    # The engine's next exec finds no pod long before the operator's next look at it.
+    cluster = FakeCluster()
+    gone = PodError("pod shop/api-0, container app: not found.", reason="PodNotFound")
+
+    async def run_engine(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
+        await on_progress(progress("generating"))
+        cluster.pods.clear()
+        raise gone
+
+    backends = FakeBackends(run_engine)
+    await run(body(), cluster, backends)
+    assert cluster.status["failure"]["reason"] == "PodDeleted"
+    assert backends.aborted
+
+
 async def test_credentials_come_from_the_secret() -> None:
     cluster = FakeCluster(secrets={"s3": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}})
     backends = FakeBackends(succeed())

@@ -305,6 +305,14 @@ class CaptureRun:
                 done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
             if watch in done:
                 watch.result()  # raises the pod's fate
+            if not work.cancelled() and work.exception() is not None:
+                # The engine may notice first that the pod is gone (an exec answered 404,
+                # say): the pod's fate is the better explanation than what the engine saw.
+                fate: PodError | None = None
+                with contextlib.suppress(Exception):
+                    fate = await self._pod_fate(target)
+                if fate is not None:
+                    raise fate from work.exception()
             return work.result()
         except TimeoutError:
             await self._discard(work, config, keys)
@@ -351,19 +359,26 @@ class CaptureRun:
         """Return (by raising) only when the target pod went away or its container restarted."""
         while True:
             await asyncio.sleep(_POD_POLL_SECONDS)
-            pod = await self.cluster.read_pod(self.namespace, target.pod)
-            if pod is None or pod.metadata.uid != target.uid or pod.metadata.deletion_timestamp is not None:
-                raise PodError(
-                    f"Pod {target.pod} was deleted during the capture; the partial snapshot was discarded.",
-                    reason="PodDeleted",
+            fate = await self._pod_fate(target)
+            if fate is not None:
+                raise fate
+
+    async def _pod_fate(self, target: ResolvedTarget) -> PodError | None:
+        """The error to report if the target pod went away or its container restarted."""
+        pod = await self.cluster.read_pod(self.namespace, target.pod)
+        if pod is None or pod.metadata.uid != target.uid or pod.metadata.deletion_timestamp is not None:
+            return PodError(
+                f"Pod {target.pod} was deleted during the capture; the partial snapshot was discarded.",
+                reason="PodDeleted",
+            )
+        for status in pod.status.container_statuses or []:
+            if status.name == target.container and int(status.restart_count or 0) != target.restart_count:
+                return PodError(
+                    f"Container {target.container} of pod {target.pod} restarted during the capture; "
+                    "the process is gone and the partial snapshot was discarded.",
+                    reason="ContainerRestarted",
                 )
-            for status in pod.status.container_statuses or []:
-                if status.name == target.container and int(status.restart_count or 0) != target.restart_count:
-                    raise PodError(
-                        f"Container {target.container} of pod {target.pod} restarted during the capture; "
-                        "the process is gone and the partial snapshot was discarded.",
-                        reason="ContainerRestarted",
-                    )
+        return None
 
     async def _on_progress(self, progress: Any) -> None:
         phase = str(progress.phase)
