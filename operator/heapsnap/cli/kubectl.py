@@ -144,14 +144,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any], bucket: str) -> Any:
-    import base64
+def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any]) -> Any:
+    """A client for the resource's bucket, with its credentials Secret read as the operator
+    reads it (unless AWS_ACCESS_KEY_ID is set here)."""
+    from heapsnap.controller.backends import s3_config
+    from heapsnap.k8s.objects import decode_credentials
+    from heapsnap.k8s.types import parse_spec
+    from heapsnap.sinks.s3 import make_client
 
-    from heapsnap.sinks.s3 import S3Config, make_client
-
-    s3 = (spec.get("storage") or {}).get("s3") or {}
-    kwargs: dict[str, Any] = {}
-    secret = s3.get("credentialsSecret")
+    parsed = parse_spec(spec)
+    credentials: dict[str, str] = {}
+    secret = parsed.s3.credentials_secret
     if secret and not os.environ.get("AWS_ACCESS_KEY_ID"):
         try:
             data = api.core.read_namespaced_secret(secret, namespace).data or {}
@@ -160,18 +163,8 @@ def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any], bucket:
                 f"Cannot read Secret {namespace}/{secret} for the S3 credentials ({error}); set "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in your environment instead."
             ) from None
-        kwargs["access_key_id"] = base64.b64decode(data.get("AWS_ACCESS_KEY_ID", "")).decode()
-        kwargs["secret_access_key"] = base64.b64decode(data.get("AWS_SECRET_ACCESS_KEY", "")).decode()
-        if data.get("AWS_SESSION_TOKEN"):
-            kwargs["session_token"] = base64.b64decode(data["AWS_SESSION_TOKEN"]).decode()
-    config = S3Config(
-        bucket=bucket,
-        endpoint_url=s3.get("endpoint") or None,
-        region=s3.get("region") or None,
-        force_path_style=bool(s3.get("forcePathStyle")),
-        **kwargs,
-    )
-    return make_client(config)
+        credentials = decode_credentials(namespace, secret, data)
+    return make_client(s3_config(parsed, credentials))
 
 
 def download(body: Any, target: Path, expected_sha256: str) -> int:
@@ -211,7 +204,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"HeapSnapshot {args.name} is {status.get('phase') or 'Pending'}: it has no artifact yet."
         )
     bucket, key = parse_s3_uri(artifact["uri"])
-    client = _s3_client(api, namespace, obj.get("spec") or {}, bucket)
+    client = _s3_client(api, namespace, obj.get("spec") or {})
     response = client.get_object(Bucket=bucket, Key=key)
     target = Path(args.output)
     size = download(response["Body"], target, artifact["sha256"])
