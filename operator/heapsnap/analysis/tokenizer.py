@@ -53,8 +53,8 @@ _WINDOW = 128 * 1024
 _STRING_GAP_CLASS = np.zeros(256, dtype=bool)
 _STRING_GAP_CLASS[list(b", \t\r\n")] = True
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
-# Byte classes in a numeric array: 1 digit, 2 separator, 0 anything else.
 _COMMA, _NEWLINE, _ZERO, _NINE = b",\n09"
+# Byte classes in a numeric array: 1 digit, 2 separator, 0 anything else.
 _NUM_CLASS = np.zeros(256, dtype=np.uint8)
 _NUM_CLASS[ord("0") : ord("9") + 1] = 1
 for _sep in b", \t\r\n":
