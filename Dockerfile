@@ -4,10 +4,13 @@
 # The "build" stage turns the source into a wheel and installs it, with the hash-pinned
 # dependencies of requirements.lock, into a virtualenv; the final stage copies only that
 # virtualenv onto a fresh slim base: no pip, build tools, caches or source tree ship.
+# The build stage's base is the full image of the same Python release: its gcc compiles
+# heapsnap's one C extension (the snapshot's integer parser). Keep the two tags in step.
 # tests/chart/test_image.py runs this stage's RUN lines, unchanged, into a clean virtualenv.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG BUILD_IMAGE=python:3.11-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ONLY_BINARY=:all: \
@@ -21,12 +24,14 @@ RUN python -m venv "$BUILD_VENV" \
  && "$BUILD_VENV/bin/python" -m pip install --require-hashes --no-deps -r requirements-build.lock \
  && python -m venv --without-pip "$VIRTUAL_ENV" \
  && "$BUILD_VENV/bin/pip" --python "$VIRTUAL_ENV/bin/python" install --compile --require-hashes --no-deps -r requirements.lock
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY operator/heapsnap ./operator/heapsnap
-# pip check proves the lock holds the wheel's whole dependency closure (it was installed --no-deps).
+# pip check proves the lock holds the wheel's whole dependency closure (it was installed --no-deps);
+# the import proves the C extension was built (setup.py lets an install without gcc go on).
 RUN "$BUILD_VENV/bin/pip" wheel --no-deps --no-build-isolation --wheel-dir dist . \
  && "$BUILD_VENV/bin/pip" --python "$VIRTUAL_ENV/bin/python" install --compile --no-deps --no-index dist/heapsnap-*.whl \
- && "$BUILD_VENV/bin/pip" --python "$VIRTUAL_ENV/bin/python" check
+ && "$BUILD_VENV/bin/pip" --python "$VIRTUAL_ENV/bin/python" check \
+ && "$VIRTUAL_ENV/bin/python" -c "import heapsnap.analysis._cints"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="heapsnap-operator" \

@@ -6,3 +6,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
+# pip leaves the C extension (the snapshot's integer parser) out where it cannot compile it.
+if ! .venv/bin/python -c 'import heapsnap.analysis._cints'; then
+  echo "heapsnap's C extension was not built: install gcc and Python's headers (apt-get install gcc python3-dev), then run this again" >&2
+  exit 1
+fi

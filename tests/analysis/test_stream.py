@@ -6,8 +6,10 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 
+from heapsnap.analysis import _cints, tokenizer
 from heapsnap.analysis.render import summary_table
 from heapsnap.analysis.stream import StreamingSummary
 from heapsnap.analysis.tokenizer import IntArray, SnapshotTokenizer, StringRun, _count_ints, parse_ints
@@ -127,13 +129,53 @@ def test_bad_input_is_a_clear_error(data: bytes, message: str) -> None:
         (b"1,12345678901234567890", "more than 18 digits"),
     ],
 )
-def test_integer_runs_parse_exactly_or_name_the_bad_byte(data: bytes, expected: list[int] | str) -> None:
+@pytest.mark.parametrize("parser", ["C", "numpy"])
+def test_integer_runs_parse_exactly_or_name_the_bad_byte(
+    data: bytes, expected: list[int] | str, parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if parser == "numpy":  # an install built without a C compiler
+        monkeypatch.setattr(tokenizer, "_c_parse", None)
     if isinstance(expected, str):
         with pytest.raises(SnapshotFormatError, match=expected):
             parse_ints(data)
     else:
         assert parse_ints(data).tolist() == expected
         assert parse_ints(memoryview(data)).tolist() == expected
+
+
+def test_the_c_parser_is_built_and_used() -> None:
+    # pip builds it from _cints.c; without gcc and Python's headers it is silently left out.
+    assert tokenizer._c_parse is _cints.parse, "install gcc, then pip install -e . again"
+
+
+def test_the_c_parser_reads_what_the_numpy_parser_reads() -> None:
+    rng = np.random.default_rng(7)
+    numbers = np.concatenate((rng.integers(0, 10 ** rng.integers(1, 19, 50_000)), [0, 10**18 - 1]))
+    separators = rng.choice([",", "\n,", ", ", "\t"], numbers.size)
+    text = "".join(f"{sep}{n}" for sep, n in zip(separators, numbers.tolist(), strict=True)).encode()
+    out = np.empty(len(text) // 2 + 1, dtype=np.int64)
+
+    count = _cints.parse(text, out)
+
+    assert count == numbers.size
+    assert np.array_equal(out[:count], numbers)
+    assert np.array_equal(out[:count], tokenizer._parse_ints_exactly(text, "nodes"))
+
+
+@pytest.mark.parametrize(
+    "data", [b"1,2,x", b"-1", b"1;2", b"1234567890123456789", b"1,2]", b'1,"2', b"1,2.5", b"\xff"]
+)
+def test_the_c_parser_refuses_what_it_cannot_read_exactly(data: bytes) -> None:
+    assert _cints.parse(data, np.empty(len(data), dtype=np.int64)) == -1
+
+
+def test_the_c_parser_checks_its_output_buffer() -> None:
+    with pytest.raises(ValueError, match="need room for 3 int64"):
+        _cints.parse(b"1,2,3", np.empty(2, dtype=np.int64))
+    with pytest.raises(ValueError, match="not aligned"):
+        _cints.parse(b"1,2,3", np.empty(4 * 8 + 1, dtype=np.uint8)[1:].view(np.int64))
+    with pytest.raises(TypeError):
+        _cints.parse(b"1,2,3", b"read-only bytes, not a writable buffer")
 
 
 @pytest.mark.parametrize(

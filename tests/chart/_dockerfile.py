@@ -89,7 +89,7 @@ def replay_build_stage(
 
 
 def _copy(context: Path, sources: list[str], dest: Path) -> None:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "*.so")
     for source in sources:
         path = context / source
         if path.is_dir():

@@ -1,5 +1,5 @@
 """Compiled loops (numba) for what numpy cannot vectorize: depth-first orders and the
-dominator fixpoint, plus a byte-loop integer parser for the full reader.
+dominator fixpoint, and scattering parsed numbers into the reader's columns.
 
 Kept apart so that importing :mod:`heapsnap.analysis.stream` (the capture path, whose
 RSS budget is small) never imports numba. Compiled code is cached on disk; the cache
@@ -36,33 +36,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _jit(function: _F) -> _F:
     return cast(_F, numba.njit(cache=True, nogil=True, boundscheck=False)(function))
-
-
-@_jit
-def parse_ints_into(raw: Any, out: Any) -> tuple[int, int]:  # pragma: no cover - compiled
-    """Parse integers separated by ``,`` or whitespace; returns (count, first bad byte or -1)."""
-    n = 0
-    value = 0
-    digits = 0
-    for i in range(raw.size):
-        c = raw[i]
-        if c >= 48 and c <= 57:
-            value = value * 10 + (c - 48)
-            digits += 1
-            if digits > 18:
-                return n, i
-        elif c == 44 or c == 32 or c == 10 or c == 13 or c == 9:
-            if digits:
-                out[n] = value
-                n += 1
-                value = 0
-                digits = 0
-        else:
-            return n, i
-    if digits:
-        out[n] = value
-        n += 1
-    return n, -1
 
 
 @_jit

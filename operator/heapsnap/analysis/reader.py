@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from heapsnap.analysis.layout import NodeLayout, class_name
 from heapsnap.analysis.s3 import S3Options
-from heapsnap.analysis.tokenizer import IntArray, SnapshotTokenizer, StringRun, decode_string, parse_ints
+from heapsnap.analysis.tokenizer import IntArray, SnapshotTokenizer, StringRun, decode_string
 from heapsnap.errors import InvalidInput, SnapshotFormatError
 
 __all__ = ["HeapSnapshot", "SnapshotReader", "iter_source", "read_snapshot"]
@@ -200,8 +200,7 @@ class SnapshotReader:
         self._keep_edges = edges
         self._edge_numbers = 0
         self._kernels = _kernels
-        self._buffer = np.empty(CHUNK_SIZE // 2 + 1, dtype=np.int64)
-        self._tokenizer = SnapshotTokenizer(self, int_parser=self._parse)
+        self._tokenizer = SnapshotTokenizer(self)
         self._layout: NodeLayout | None = None
         self._header: dict[str, Any] = {}
         self._nodes = _Columns({}, 0)
@@ -271,19 +270,6 @@ class SnapshotReader:
             strings=self._strings,
             source=source,
         )
-
-    def _parse(self, data: bytes | memoryview, section: str) -> IntArray:
-        raw = np.frombuffer(data, dtype=np.uint8)
-        if self._buffer.size < raw.size // 2 + 1:
-            self._buffer = np.empty(raw.size // 2 + 1, dtype=np.int64)
-        count, bad = self._kernels.parse_ints_into(raw, self._buffer)
-        if bad >= 0:
-            parse_ints(data, section)  # raises the error that names the bad byte
-            raise SnapshotFormatError(
-                f"heap snapshot member {section!r} holds a malformed number: the file is corrupt"
-            )
-        values: IntArray = self._buffer[:count]
-        return values
 
     # SnapshotVisitor
 

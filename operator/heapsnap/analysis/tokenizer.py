@@ -26,7 +26,6 @@ from heapsnap.errors import SnapshotFormatError
 __all__ = [
     "INT_SECTIONS",
     "IntArray",
-    "IntParser",
     "SnapshotTokenizer",
     "SnapshotVisitor",
     "StringRun",
@@ -35,8 +34,18 @@ __all__ = [
 ]
 
 IntArray = npt.NDArray[np.int64]
-#: Parses whole numbers of one member; :func:`parse_ints` or the reader's compiled loop.
-IntParser = Callable[[bytes | memoryview, str], IntArray]
+
+
+def _c_parser() -> Callable[[bytes | memoryview, IntArray], int] | None:
+    try:
+        from heapsnap.analysis import _cints
+    except ImportError:  # pragma: no cover - installed without a C compiler: numpy parses
+        return None
+    return _cints.parse
+
+
+#: ``_cints.parse``: the C loop that parses numbers (see _cints.c).
+_c_parse = _c_parser()
 
 #: Members that are flat arrays of non-negative integers.
 INT_SECTIONS = frozenset({"nodes", "edges", "locations", "samples", "trace_function_infos"})
@@ -106,7 +115,10 @@ class SnapshotVisitor(Protocol):
         """True to receive the numbers of ``section``; otherwise they are only counted."""
 
     def ints(self, section: str, values: IntArray) -> None:
-        """The next numbers of an integer section (any count, not aligned to records)."""
+        """The next numbers of an integer section (any count, not aligned to records).
+
+        ``values`` is a view of a buffer the tokenizer reuses: copy what must outlive the call.
+        """
 
     def count(self, section: str, n: int) -> None:
         """The next ``n`` numbers of a section the visitor did not want values of."""
@@ -118,21 +130,31 @@ class SnapshotVisitor(Protocol):
         """A member ended."""
 
 
-def parse_ints(data: bytes | memoryview, section: str = "nodes") -> IntArray:
-    """Every integer in ``data``, which holds whole numbers separated by commas or spaces."""
-    # numpy's C text parser is ~9x faster than the vectorised digit arithmetic below; it
-    # stops at anything unexpected, and the slow path then names the bad byte.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            text = (data if isinstance(data, bytes) else bytes(data)).lstrip(b", \t\r\n")
-            fast: IntArray = np.fromstring(text, dtype=np.int64, sep=",")
-        except (DeprecationWarning, ValueError):
-            pass
-        else:
-            # A lone 0 may stand for blank input, and the parser clamps what overflows.
-            if fast.size > 1 and int(fast.min()) >= 0 and int(fast.max()) < 10**18:
-                return fast
+def parse_ints(data: bytes | memoryview, section: str = "nodes", out: IntArray | None = None) -> IntArray:
+    """Every integer in ``data``, which holds whole numbers separated by commas or spaces.
+
+    With ``out`` (room for ``len(data) // 2 + 1`` numbers) the result is a view of it.
+    """
+    if _c_parse is not None:
+        if out is None or out.size < len(data) // 2 + 1:
+            out = np.empty(len(data) // 2 + 1, dtype=np.int64)
+        count = _c_parse(data, out)
+        if count >= 0:
+            return out[:count]
+    else:
+        # numpy's C text parser is ~9x faster than the vectorised digit arithmetic below;
+        # it stops at anything unexpected, and the slow path then names the bad byte.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                text = (data if isinstance(data, bytes) else bytes(data)).lstrip(b", \t\r\n")
+                fast: IntArray = np.fromstring(text, dtype=np.int64, sep=",")
+            except (DeprecationWarning, ValueError):
+                pass
+            else:
+                # A lone 0 may stand for blank input, and the parser clamps what overflows.
+                if fast.size > 1 and int(fast.min()) >= 0 and int(fast.max()) < 10**18:
+                    return fast
     return _parse_ints_exactly(data, section)
 
 
@@ -220,9 +242,10 @@ def _unescaped_quotes(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp]:
 class SnapshotTokenizer:
     """Feeds a :class:`SnapshotVisitor` from bytes of a heap snapshot split anywhere."""
 
-    def __init__(self, visitor: SnapshotVisitor, int_parser: IntParser | None = None) -> None:
+    def __init__(self, visitor: SnapshotVisitor) -> None:
         self._visitor = visitor
-        self._parse = int_parser or parse_ints
+        # The numbers of one slice are parsed into this, and handed out as a view of it.
+        self._scratch = np.empty(_SLICE // 2 + 32, dtype=np.int64)
         self._pending = b""
         self._state = "start"
         self._section = ""
@@ -358,8 +381,8 @@ class SnapshotTokenizer:
         return close + 1
 
     def _emit_ints(self, view: memoryview) -> None:
-        # The numpy passes allocate several int64 arrays per byte they parse: slicing at
-        # separators bounds those temporaries whatever the chunk size fed.
+        # Slicing at separators bounds the numbers parsed at once (and the numpy passes'
+        # temporaries) whatever the chunk size fed.
         start = 0
         while len(view) - start > _SLICE:
             cut = start + _SLICE
@@ -372,7 +395,7 @@ class SnapshotTokenizer:
     def _emit_slice(self, view: memoryview) -> None:
         section = self._section
         if self._visitor.wants_values(section):
-            values = self._parse(view, section)
+            values = parse_ints(view, section, self._scratch)
             if values.size:
                 self._visitor.ints(section, values)
         else:
