@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from heapsnap.engine import CaptureOptions, ProcessSelector, Progress, Transfer, capture
-from heapsnap.errors import BucketNotFound, StorageAccessDenied, TargetExited
+from heapsnap.errors import BucketNotFound, ProcessNotFound, StorageAccessDenied, TargetExited
 from heapsnap.sinks.s3 import (
     S3Config,
     S3Sink,
@@ -156,6 +157,25 @@ async def test_missing_bucket_is_found_before_the_target_is_touched(
         )
     assert phases == ["probing"]
     assert "Debugger listening" not in app.stderr_text()
+
+
+async def test_a_failed_probe_leaves_no_upload_it_overlapped(s3_server: S3Server) -> None:
+    # The upload is started while the agent probes: a probe that fails first must still
+    # wait for it, and abort it.
+    class SlowToStart(S3Sink):
+        async def prepare(self) -> None:
+            await asyncio.sleep(1.0)  # a slow endpoint: the probe fails first
+            await super().prepare()
+
+    bucket = s3_server.create_bucket()
+    with pytest.raises(ProcessNotFound):
+        await capture(
+            LocalHost(),
+            SlowToStart(config_for(s3_server, bucket), "x"),
+            selector=ProcessSelector(pid=2**22 + 1),
+        )
+    await asyncio.sleep(1.5)  # had the start been left running, it would have ended by now
+    assert uploads(s3_server, bucket) == []
 
 
 @pytest.mark.parametrize("transfer", ["stream", "tempfile"])

@@ -214,9 +214,9 @@ def _preload(s3: bool) -> None:
     """Import what the capture needs only later (numpy for the summary, websockets for the
     inspector, botocore for S3: ~0.3 s together) while the main thread probes the target
     and opens its inspector, waiting for Node.js to start next to it."""
-    modules = ["heapsnap.analysis.stream", "websockets.asyncio.client"]
-    if s3:
-        modules.append("heapsnap.sinks._s3client")
+    # In the order they are needed: the S3 upload starts during the probe.
+    modules = ["heapsnap.sinks._s3client"] if s3 else []
+    modules += ["websockets.asyncio.client", "heapsnap.analysis.stream"]
     for module in modules:
         with contextlib.suppress(ImportError):  # the capture's own import reports it
             importlib.import_module(module)

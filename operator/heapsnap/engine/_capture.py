@@ -123,6 +123,25 @@ async def _prepare(sink: Sink) -> None:
         await prepare()
 
 
+@contextlib.asynccontextmanager
+async def _preparing(sink: Sink) -> AsyncIterator[None]:
+    """Prepare ``sink`` while the block runs (the probe, which only reads /proc).
+
+    On exit the sink is ready, or its error is raised: still before the target is touched.
+    If the block fails, the preparation is waited for all the same, so that the caller's
+    ``abort`` sees (and ends) an upload it started; the block's error is the one raised.
+    """
+    task = asyncio.ensure_future(_prepare(sink))
+    try:
+        yield
+    except BaseException:
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the block's error is what the caller hears of
+        raise
+    await task
+
+
 @dataclass
 class _Stats:
     bytes_sent: int = 0  # handed to the sink
@@ -523,9 +542,10 @@ async def capture(
     try:
         async with _deadline(options.timeout_seconds), contextlib.AsyncExitStack() as stack:
             await _report(on_progress, Progress("probing"))
-            agent, info = await select_process(host, selector)
-            scratch = await stack.enter_async_context(_checking_scratch(agent, info, options))
-            await _prepare(sink)
+            # The S3 sink's client and upload (~0.3 s) are made while the agent probes.
+            async with _preparing(sink):
+                agent, info = await select_process(host, selector)
+                scratch = await stack.enter_async_context(_checking_scratch(agent, info, options))
             method = options.method
             endpoint: _inspector.InspectorEndpoint | None = None
             if method in ("auto", "inspector"):
