@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Any
 
 from heapsnap.errors import CaptureError, NotNodeProcess, ProcessNotFound, TargetExited
-from heapsnap.transports.base import CommandResult, ProcessHost, StdoutCallback
+from heapsnap.transports.base import CommandResult, FollowsFiles, ProcessHost, StdoutCallback
 
 SIGUSR1_MASK = 1 << (10 - 1)
 _SIGNALS = {"SIGUSR1": 10, "SIGUSR2": 12, "SIGQUIT": 3, "SIGHUP": 1, "SIGINT": 2, "SIGTERM": 15}
@@ -176,6 +176,15 @@ class Agent:
     ) -> CommandResult:
         argv = [self.node, "-e", agent_script(), "--", *args]
         return await self.host.run(argv, stdout=stdout, timeout=limit)
+
+    async def tail(self, pid: int, path: str, limit: float, stdout: StdoutCallback) -> CommandResult:
+        """Stream the file ``pid`` is about to write at ``path`` (see the agent's ``tail``).
+
+        A host that reads the target's files itself does so, without starting Node.js.
+        """
+        if isinstance(self.host, FollowsFiles):
+            return await self.host.follow_file(pid, path, limit, stdout)
+        return await self.run("tail", str(pid), path, str(limit), stdout=stdout, limit=None)
 
     async def call(self, *args: str, limit: float = 30) -> dict[str, Any]:
         """Run a subcommand and return its one JSON reply; a vanished target is ``TargetExited``."""

@@ -308,9 +308,7 @@ async def _take_tempfile_snapshot(
         await _deliver(stats, sink, data, on_progress)
 
     stats.phase = "generating"
-    follower = asyncio.create_task(
-        ctx.agent.run("tail", str(pid), path, str(timeout), stdout=deliver, limit=None)
-    )
+    follower = asyncio.create_task(ctx.agent.tail(pid, path, timeout, deliver))
     writing: asyncio.Future[dict[str, Any]] | None = None
     try:
         await _report(

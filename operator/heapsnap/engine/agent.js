@@ -19,9 +19,10 @@ function read(file) {
 function alive(pid) {
   const st = read(`/proc/${pid}/stat`);
   if (st === null) return false;
-  // A zombie has exited: it keeps its /proc entry until reaped.
-  const state = st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X';
+  // A zombie has exited: it keeps its /proc entry until reaped. An exiting process
+  // (PF_EXITING, 0x4 in the flags) closes its files before it is a zombie.
+  const [state, , , , , , flags] = st.slice(st.lastIndexOf(')') + 2).split(' ');
+  return state !== 'Z' && state !== 'X' && (Number(flags) & 4) === 0;
 }
 function field(status, name) {
   const m = status && status.match(new RegExp(`^${name}:\\s*(.*)$`, 'm'));
@@ -267,6 +268,8 @@ async function follow(pid, pick, deadline, onGone, since = null) {
     if (!alive(pid)) gone(`process ${pid} exited while writing its snapshot`);
     if (Date.now() > deadline) { process.stderr.write('timeout: the snapshot is still being written\n'); process.exit(4); }
     closed = !holds(pid, stat);
+    // Closed by an exit (killed mid-write) is not written: look once more.
+    if (closed && !alive(pid)) gone(`process ${pid} exited while writing its snapshot`);
     if (closed) writtenSeconds = (Date.now() - started) / 1000;
     else await sleep(20);
   }

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 StdoutCallback = Callable[[bytes], Awaitable[None]]
 
@@ -48,4 +48,13 @@ class ProcessHost(Protocol):
         a port-forward stream. The address is always an IP, as Node's inspector refuses
         other Host headers.
         """
+        ...
+
+
+@runtime_checkable
+class FollowsFiles(Protocol):
+    """A host that reads the target's files itself (this machine): no agent needed to tail one."""
+
+    async def follow_file(self, pid: int, path: str, limit: float, stdout: StdoutCallback) -> CommandResult:
+        """The agent's ``tail PID PATH LIMIT``: the same bytes, effects and exit codes."""
         ...
