@@ -4,6 +4,7 @@ both against a real writer process."""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,3 +130,19 @@ def test_only_this_machine_follows_files_itself() -> None:
     # Agent.tail reads the file in-process here, and runs the agent in a pod.
     assert isinstance(LocalHost(), FollowsFiles)
     assert not issubclass(PodHost, FollowsFiles)
+
+
+async def test_a_failing_consumer_s_own_error_comes_through_and_no_file_is_left(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    # A full disk in the file sink is the sink's error, not a failure to read the snapshot.
+    path = tmp_path / "snap.heapsnapshot"
+    pid = writer(processes, path, 3 * MiB, hold=0.3)
+
+    async def disk_full(chunk: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        await LocalHost().follow_file(pid, str(path), 30, disk_full)
+    assert not path.exists()
+    assert processes[0].poll() is None

@@ -26,7 +26,8 @@ class _SlimLoader(botocore.loaders.Loader):
 
     ``endpoints`` describes every AWS service in every region (6.8 MiB as Python
     objects); S3 clients read S3's entry, and credential providers STS's. Service models
-    carry their documentation, which only ``help()`` shows: its texts are emptied.
+    carry their documentation, which only ``help()`` shows: its texts are emptied. The
+    other services are not even listed.
     """
 
     KEPT_SERVICES = frozenset({"s3", "sts"})
@@ -35,6 +36,12 @@ class _SlimLoader(botocore.loaders.Loader):
         super().__init__()
         self._slimmed: set[str] = set()
         self._lock = threading.Lock()  # clients are made on worker threads
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        # botocore lists the data directory of all ~400 services (30 ms) to check the
+        # name of the one asked for; heapsnap's clients ask for these only.
+        del type_name
+        return sorted(self.KEPT_SERVICES)
 
     def load_data_with_path(self, name: str) -> tuple[Any, str]:
         data, path = super().load_data_with_path(name)  # cached by botocore: slim it once
