@@ -1,4 +1,4 @@
-"""Capture benchmark: Node's own v8.writeHeapSnapshot() vs heapsnap to a file vs heapsnap to S3.
+"""Capture benchmark: Node's own v8.writeHeapSnapshot() vs heapsnap to a file, to S3, and to S3 gzipped.
 
 Each method on a fresh target of the same size (small objects). Prints wall time, the
 target's pause, ratios to writeHeapSnapshot, heapsnap's peak RSS and CPU time (with the
@@ -174,8 +174,12 @@ def run_round(args: argparse.Namespace, methods: list[str], out: Path, s3: S3Tar
     if "file" in methods:
         rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> file", ["-o", str(out / "h")], {}))
         (out / "h").unlink()
-    if s3 is not None:
+    if s3 is not None and "s3" in methods:
         rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> S3 (versitygw)", s3.args, s3.env))
+    if s3 is not None and "s3-gzip" in methods:
+        # The operator's default (spec.storage.compression: gzip); the CLI's with --gzip.
+        args_gzip = [*s3.args, "--gzip"]
+        rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> S3, gzip", args_gzip, s3.env))
     return rows
 
 
@@ -200,7 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heap-mb", type=int, default=180)
     parser.add_argument("--node", default="20", help="Node.js major version of the target (20, 22, 24)")
-    parser.add_argument("--methods", default="write,file,s3", help="comma-separated subset of write,file,s3")
+    parser.add_argument(
+        "--methods", default="write,file,s3,s3-gzip", help="comma-separated subset of write,file,s3,s3-gzip"
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every method this many times, in turn; report medians"
     )
@@ -213,7 +219,7 @@ def main() -> None:
     ):
         out = Path(scratch)
         s3: S3Target | None = None
-        if "s3" in methods:
+        if "s3" in methods or "s3-gzip" in methods:
             # versitygw (Go, posix backend) rather than moto: moto keeps objects in memory
             # and its Python request handling competes with the target for the CPUs.
             (out / "s3").mkdir()
