@@ -96,4 +96,20 @@ def make_client(config: S3Config) -> S3Client:
             response_checksum_validation="when_required",
         ),
     )
+    _send_in_large_blocks(client)
     return cast("S3Client", client)
+
+
+#: urllib3 sends a body read from a file in blocks of its pool's ``blocksize``, which
+#: botocore sets to 128 KiB. Parts are 8 MiB: sending them 1 MiB at a time takes ~0.07 s
+#: less CPU per 400 MiB uploaded (measured against versitygw on loopback).
+SEND_BLOCK = 1 << 20
+
+
+def _send_in_large_blocks(client: Any) -> None:
+    # botocore offers no setting for it: its connection pools are made from these keywords.
+    # Where they are not there (another botocore), uploads work as they would anyway.
+    manager = getattr(getattr(client._endpoint, "http_session", None), "_manager", None)
+    keywords = getattr(manager, "connection_pool_kw", None)
+    if isinstance(keywords, dict) and keywords.get("blocksize", SEND_BLOCK) < SEND_BLOCK:
+        keywords["blocksize"] = SEND_BLOCK

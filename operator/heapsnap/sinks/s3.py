@@ -108,7 +108,7 @@ def storage_error(error: Exception, config: S3Config, key: str, action: str) -> 
 
 
 class _PartBody(io.RawIOBase):
-    """A part's pieces as one seekable file for boto3, without joining them."""
+    """A part's pieces as one seekable file for boto3: read a block at a time, never joined whole."""
 
     def __init__(self, pieces: list[memoryview]) -> None:
         super().__init__()
@@ -122,17 +122,32 @@ class _PartBody(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
+    def _take(self, size: int) -> list[memoryview]:
+        """Views of the next ``size`` bytes (fewer at the end), from the position on."""
+        taken: list[memoryview] = []
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        while size > 0 and index < len(self._pieces):
+            piece = self._pieces[index][self._pos - self._starts[index] :][:size]
+            taken.append(piece)
+            size -= len(piece)
+            self._pos += len(piece)
+            index += 1
+        return taken
+
+    def read(self, size: int | None = -1) -> bytes:
+        # One copy: io.RawIOBase's read fills a buffer through readinto and copies that.
+        # botocore hashes a part and urllib3 sends it through here, 1 MiB at a time.
+        if size is None or size < 0:
+            size = len(self) - self._pos
+        taken = self._take(size)
+        return bytes(taken[0]) if len(taken) == 1 else b"".join(taken)
+
     def readinto(self, target: Any) -> int:
         out = memoryview(target).cast("B")
         done = 0
-        index = bisect.bisect_right(self._starts, self._pos) - 1
-        while done < len(out) and index < len(self._pieces):
-            piece = self._pieces[index][self._pos - self._starts[index] :]
-            taken = min(len(piece), len(out) - done)
-            out[done : done + taken] = piece[:taken]
-            done += taken
-            self._pos += taken
-            index += 1
+        for piece in self._take(len(out)):
+            out[done : done + len(piece)] = piece
+            done += len(piece)
         return done
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
