@@ -26,3 +26,19 @@ def test_the_summary_thread_runs_below_heapsnap_s_own_priority() -> None:
     assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the rest of heapsnap is untouched
     with pytest.raises(SnapshotFormatError):  # nothing was fed: no snapshot
         asyncio.run(worker.finish())
+
+
+def test_a_summary_that_cannot_start_still_takes_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The thread imports the parser itself; if that fails, the capture must not hang on
+    # a full queue: the batches are taken and dropped, and finish() says why.
+    monkeypatch.setitem(sys.modules, "heapsnap.analysis.stream", None)  # import raises ImportError
+    worker = SummaryWorker.start(top=5)
+
+    async def feed_then_finish() -> None:
+        async with asyncio.timeout(10):
+            for _ in range(20):  # more than the queue holds
+                await worker.feed(b"{}")
+            await worker.finish()
+
+    with pytest.raises(ImportError):
+        asyncio.run(feed_then_finish())

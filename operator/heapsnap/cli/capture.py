@@ -211,12 +211,13 @@ def print_result(result: CaptureResult, stream: TextIO = sys.stdout, top: int = 
 
 
 def _preload(s3: bool) -> None:
-    """Import what the capture needs only later (numpy for the summary, websockets for the
-    inspector, botocore for S3: ~0.3 s together) while the main thread probes the target
-    and opens its inspector, waiting for Node.js to start next to it."""
+    """Import what the capture needs only later (botocore for S3, websockets for the
+    inspector: ~0.2 s together) while the main thread probes the target and opens its
+    inspector, waiting for Node.js to start next to it. numpy, for the summary, is
+    imported by the summary's thread once V8 is at work (``heapsnap.engine._summary``)."""
     # In the order they are needed: the S3 upload starts during the probe.
     modules = ["heapsnap.sinks._s3client"] if s3 else []
-    modules += ["websockets.asyncio.client", "heapsnap.analysis.stream"]
+    modules += ["websockets.asyncio.client"]
     for module in modules:
         with contextlib.suppress(ImportError):  # the capture's own import reports it
             importlib.import_module(module)

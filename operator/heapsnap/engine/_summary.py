@@ -24,27 +24,19 @@ class SummaryWorker:
     second of this object being dropped after a failed capture.
     """
 
-    def __init__(self, summary: StreamingSummary) -> None:
-        self._summary = summary
+    def __init__(self, top: int) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED)
         self.error: Exception | None = None
+        self._summary: StreamingSummary | None = None
         owner = weakref.ref(self)
         self._thread = threading.Thread(
-            target=_feed_forever, args=(summary, self._queue, owner), name="heapsnap-summary", daemon=True
+            target=_feed_forever, args=(top, self._queue, owner), name="heapsnap-summary", daemon=True
         )
         self._thread.start()
 
     @classmethod
-    def start(cls, top: int) -> SummaryWorker | None:
-        # numpy takes ~0.1 s to import: the CLI imports it while it probes (heapsnap.cli.capture).
-        from heapsnap.analysis.stream import StreamingSummary
-
-        summary = StreamingSummary(top=top)
-        try:
-            summary.feed(b"")
-        except NotImplementedError:
-            return None
-        return cls(summary)
+    def start(cls, top: int) -> SummaryWorker:
+        return cls(top)
 
     async def feed(self, data: bytes | None) -> None:
         try:
@@ -58,16 +50,30 @@ class SummaryWorker:
         await asyncio.to_thread(self._thread.join)
         if self.error is not None:
             raise self.error
+        assert self._summary is not None
         return self._summary.finish()
 
 
-def _feed_forever(
-    summary: StreamingSummary, pending: queue.Queue[bytes | None], owner: weakref.ref[SummaryWorker]
-) -> None:
+def _feed_forever(top: int, pending: queue.Queue[bytes | None], owner: weakref.ref[SummaryWorker]) -> None:
     # The summary is heapsnap's largest cost per byte, and V8 is still writing while the
     # first bytes are parsed: given way to, V8 finished 1.3 s sooner (14.2 against 15.5 s
     # paused, 180 MB heap, to S3) and the capture 0.6-1.0 s sooner.
     yield_cpu()
+    summary: StreamingSummary | None = None
+    error: Exception | None = None
+    try:
+        # numpy takes ~0.1 s to import: here, V8 is already at work on its own core, and
+        # the capture did not wait for it before V8 started.
+        from heapsnap.analysis.stream import StreamingSummary
+
+        summary = StreamingSummary(top=top)
+    except Exception as failed:  # reported by finish(); the artifact never depends on it
+        error = failed
+    worker = owner()
+    if worker is None:
+        return
+    worker._summary, worker.error = summary, error
+    del worker
     while True:
         try:
             data = pending.get(timeout=_IDLE_CHECK_SECONDS)
@@ -80,9 +86,9 @@ def _feed_forever(
         worker = owner()
         if worker is None:
             return
-        if worker.error is None:
+        if worker.error is None and summary is not None:
             try:
                 summary.feed(data)
-            except Exception as error:  # reported by finish(); the artifact never depends on it
-                worker.error = error
+            except Exception as failed:  # reported by finish(); the artifact never depends on it
+                worker.error = failed
         del worker
