@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from heapsnap import __version__
 from heapsnap._malloc import tune_malloc
@@ -41,5 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def exit_after(command: Callable[[], int]) -> NoReturn:
+    """Run a console command and end the process with its exit code, without the
+    interpreter's last collection walking every object about to go with the process
+    (botocore's models, numpy: 0.09 s after a capture, measured)."""
+    code = command()
+    gc.freeze()
+    sys.exit(code)
+
+
+def entry() -> NoReturn:
+    """The ``heapsnap`` console script."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,5 +1,3 @@
-import sys
+from heapsnap.cli import entry
 
-from heapsnap.cli import main
-
-sys.exit(main())
+entry()

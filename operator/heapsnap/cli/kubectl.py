@@ -15,8 +15,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from heapsnap.cli import exit_after
 from heapsnap.errors import HeapsnapError, InvalidInput, StorageError
 from heapsnap.k8s.api import ApiConnection, connect
 from heapsnap.k8s.types import GROUP, KIND, PLURAL, VERSION
@@ -311,5 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def entry() -> NoReturn:
+    """The ``kubectl-heapsnap`` console script."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
