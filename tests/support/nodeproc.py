@@ -116,14 +116,19 @@ def start_node(
     ready: str = "ready",
     timeout: float = 30,
     user: int | None = None,
+    wrapper: Sequence[str] = (),
 ) -> NodeProcess:
-    """Start a Node.js process running a script (source text, or a path to a .js file)."""
+    """Start a Node.js process running a script (source text, or a path to a .js file).
+
+    ``wrapper`` comes first on the command line and must end by exec'ing the rest (node
+    keeps the pid: ``unshare ... sh -c '... && exec "$@"' sh``).
+    """
     target = str(script_or_path)
     program = [target] if target.endswith(".js") and "\n" not in target else ["-e", target]
     full_env = {k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"}
     full_env.update(env or {})
     popen = subprocess.Popen(
-        [node_binary(version), *args, *program],
+        [*wrapper, node_binary(version), *args, *program],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

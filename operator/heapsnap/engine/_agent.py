@@ -47,6 +47,11 @@ class NodeProcessInfo:
     memory_current: int | None
     mem_available: int | None
     tmpdir: str | None = None
+    # In another mount namespace than the agent (a container, PrivateTmp=): the agent
+    # reaches its files through /proc/PID/root. In another network namespace: its
+    # loopback, and so an inspector it opens, cannot be reached from the agent's side.
+    other_mounts: bool = False
+    other_network: bool = False
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> NodeProcessInfo:
@@ -66,7 +71,13 @@ class NodeProcessInfo:
             memory_current=memory.get("current"),
             mem_available=raw.get("mem_available_bytes"),
             tmpdir=raw.get("tmpdir") or None,
+            other_mounts=bool(raw.get("other_mounts")),
+            other_network=bool(raw.get("other_network")),
         )
+
+    def agent_path(self, path: str) -> str:
+        """Where the agent finds the file the process knows as ``path`` (absolute)."""
+        return f"/proc/{self.pid}/root{path}" if self.other_mounts else path
 
     @property
     def command(self) -> str:
@@ -202,9 +213,10 @@ class Agent:
     async def probe(self, pid: int | None = None) -> ProbeResult:
         return ProbeResult.from_json(await self.call("probe", *([str(pid)] if pid is not None else [])))
 
-    async def writable(self, pid: int, dirs: list[str]) -> list[DirCheck]:
-        reply = await self.call("writable", str(pid), *dirs)
-        return [DirCheck(**answer) for answer in reply["dirs"]]
+    async def writable(self, info: NodeProcessInfo, dirs: list[str]) -> list[DirCheck]:
+        """``dirs`` (as the process names them) checked as the process's user sees them."""
+        reply = await self.call("writable", str(info.pid), *(info.agent_path(d) for d in dirs))
+        return [DirCheck(**{**answer, "dir": d}) for d, answer in zip(dirs, reply["dirs"], strict=True)]
 
     async def activate(self, pid: int, port: int, wait: float) -> tuple[list[int], bool]:
         """Open the inspector of ``pid``; the new ports it listens on, and whether ``port`` was taken."""

@@ -267,7 +267,7 @@ async def _scratch_dir(ctx: _InspectorContext, options: CaptureOptions) -> str |
         return None
     estimate = ctx.preflight or await _estimate(ctx.cdp, ctx.info, ctx.agent.major, options)
     need = int(estimate.node_count * FILE_BYTES_PER_NODE * 1.5)
-    checks = await (ctx.scratch or ctx.agent.writable(ctx.info.pid, ctx.info.scratch_dirs()))
+    checks = await (ctx.scratch or ctx.agent.writable(ctx.info, ctx.info.scratch_dirs()))
     tried: list[str] = []
     for check in checks:
         if not check.writable:
@@ -308,7 +308,7 @@ async def _take_tempfile_snapshot(
         await _deliver(stats, sink, data, on_progress)
 
     stats.phase = "generating"
-    follower = asyncio.create_task(ctx.agent.tail(pid, path, timeout, deliver))
+    follower = asyncio.create_task(ctx.agent.tail(pid, ctx.info.agent_path(path), timeout, deliver))
     writing: asyncio.Future[dict[str, Any]] | None = None
     try:
         await _report(
@@ -345,7 +345,7 @@ async def _take_tempfile_snapshot(
             await follower
         # The agent unlinks the file once it opened it; this covers a failure before that.
         with contextlib.suppress(HeapsnapError):
-            await ctx.agent.call("remove", path)
+            await ctx.agent.call("remove", ctx.info.agent_path(path))
         raise
 
 
@@ -394,7 +394,7 @@ async def _checking_scratch(
     if options.transfer == "stream" or options.method == "signal":
         yield None
         return
-    task = asyncio.ensure_future(agent.writable(info.pid, info.scratch_dirs()))
+    task = asyncio.ensure_future(agent.writable(info, info.scratch_dirs()))
     try:
         yield task
     finally:
@@ -545,10 +545,15 @@ async def capture(
                 agent, info = await select_process(host, selector)
                 scratch = await stack.enter_async_context(_checking_scratch(agent, info, options))
             method = options.method
+            signal_ok = _signal_name(info) is not None and info.handles(signal_mask(_signal_name(info) or ""))
+            if method in ("auto", "inspector") and info.other_network:
+                # Its loopback is not ours: a port there may be another process's here.
+                if method == "inspector" or not signal_ok:
+                    raise InspectorUnreachable(_inspector.unreachable_message(host, info))
+                method = "signal"
             endpoint: _inspector.InspectorEndpoint | None = None
             if method in ("auto", "inspector"):
                 endpoint = await _inspector.find_open(host, info, options.inspector_port)
-            signal_ok = _signal_name(info) is not None and info.handles(signal_mask(_signal_name(info) or ""))
             if method == "auto":
                 if endpoint is None and not _inspector.can_activate(info):
                     if not signal_ok:
@@ -598,6 +603,8 @@ async def capture_series(
     async with _deadline(options.timeout_seconds), contextlib.AsyncExitStack() as stack:
         await _report(on_progress, Progress("probing"))
         agent, info = await select_process(host, selector)
+        if info.other_network:
+            raise InspectorUnreachable(_inspector.unreachable_message(host, info))
         scratch = await stack.enter_async_context(_checking_scratch(agent, info, options))
         endpoint = await _inspector.find_open(host, info, options.inspector_port)
         if endpoint is None:
@@ -652,7 +659,7 @@ async def _capture_signal(
             f"--heapsnapshot-signal={name} is set; sending it would kill the process, so heapsnap did not."
         )
     directory = info.diagnostic_dir()
-    if not (await agent.writable(info.pid, [directory]))[0].writable:
+    if not (await agent.writable(info, [directory]))[0].writable:
         raise DiagnosticDirNotWritable(
             f"Process {info.pid} cannot write its snapshot to {directory} (its diagnostic directory), and "
             "a signal would crash it: start it with --diagnostic-dir=<a writable directory>."
@@ -677,7 +684,13 @@ async def _capture_signal(
     timeout = _follow_limit(options)
     # The agent signals, then follows the file the process writes (unlinked once opened).
     result = await agent.run(
-        "signal-follow", str(info.pid), name, directory, str(timeout), stdout=deliver, limit=None
+        "signal-follow",
+        str(info.pid),
+        name,
+        info.agent_path(directory),
+        str(timeout),
+        stdout=deliver,
+        limit=None,
     )
     stderr = result.stderr.decode(errors="replace").strip()
     if result.exit_code == 3:

@@ -91,6 +91,17 @@ def ws_path(url: str) -> str:
     return match.group(1) if match else "/"
 
 
+def unreachable_message(host: ProcessHost, info: NodeProcessInfo) -> str:
+    """Why an inspector of ``info`` cannot be used from ``host``: another network namespace."""
+    return (
+        f"Process {info.pid} on {host.description} runs in a network namespace of its own (a "
+        "container's, say): its inspector would listen on that namespace's loopback, out of reach "
+        f"from here, so heapsnap did not open it. Run heapsnap in that namespace (nsenter --target "
+        f"{info.pid} --net heapsnap capture --pid {info.pid} ...; for a pod, a HeapSnapshot), or start "
+        "the process with --heapsnapshot-signal=SIGUSR2 and use --method signal."
+    )
+
+
 def can_activate(info: NodeProcessInfo) -> bool:
     return info.handles(SIGUSR1_MASK)
 

@@ -83,6 +83,12 @@ function cgroupMemory(pid) {
   }
   return { max: null, current: null };
 }
+// Whether `pid` lives in another namespace of `kind` than this agent (a container's own
+// mounts, a systemd service's PrivateTmp, another network). Unreadable: taken as shared.
+function otherNamespace(pid, kind) {
+  try { return fs.readlinkSync(`/proc/${pid}/ns/${kind}`) !== fs.readlinkSync(`/proc/self/ns/${kind}`); }
+  catch (e) { return false; }
+}
 function isNode(exe, comm) {
   return /(^|\/)node(js)?[0-9.]*( \(deleted\))?$/.test(exe || '') || comm === 'node';
 }
@@ -114,6 +120,8 @@ function describe(pid) {
     listening: ownPorts(pid),
     memory: cgroupMemory(pid),
     mem_available_bytes: avail === null ? null : Number(avail.split(/\s+/)[0]) * 1024,
+    other_mounts: otherNamespace(pid, 'mnt'),
+    other_network: otherNamespace(pid, 'net'),
   };
 }
 
