@@ -17,3 +17,12 @@ for version in 22.23.3 24.21.0; do
   "$pkg/bin/node" --version | grep -qx "v$version"
   rm -rf "$dir" && mv "$pkg" "$dir" && rm -rf "$dir.tmp"
 done
+
+# The namespace tests (tests/engine/test_namespaces.py) start targets under unshare and
+# heapsnap under nsenter (util-linux), bringing a new network's loopback up with ip.
+if ! command -v unshare >/dev/null || ! command -v nsenter >/dev/null || ! command -v ip >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends util-linux iproute2 >/dev/null
+fi
+command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v ip >/dev/null
