@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from heapsnap.engine import CaptureOptions, ProcessSelector, capture
+from heapsnap.engine import CaptureOptions, Method, ProcessSelector, capture
 from heapsnap.errors import InspectorUnreachable
 from heapsnap.sinks.file import FileSink
 from heapsnap.transports.local import LocalHost
@@ -69,23 +69,26 @@ async def test_a_private_tmp_is_reached_through_the_process_s_root(
     assert app.get("/") == "ok 1000"
 
 
+@pytest.mark.parametrize(
+    ("network", "method"), [(False, "signal"), (True, "auto")], ids=["private-tmp", "own-network"]
+)
 async def test_the_signal_method_follows_a_private_diagnostic_dir(
-    node_process: StartNode, private_tmp: Path, tmp_path: Path
+    node_process: StartNode, private_tmp: Path, tmp_path: Path, network: bool, method: Method
 ) -> None:
     app = node_process(
         LEAKY_APP,
         args=["--heapsnapshot-signal=SIGUSR2", "--diagnostic-dir=/tmp"],
         env=SMALL,
         cwd="/",
-        wrapper=namespaces(private_tmp),
+        wrapper=namespaces(private_tmp, network=network),
     )
     out = tmp_path / "signal.heapsnapshot"
-    options = CaptureOptions(method="signal", timeout_seconds=60)
+    options = CaptureOptions(method=method, timeout_seconds=60)
     result = await capture(LocalHost(), FileSink(out), selector=ProcessSelector(pid=app.pid), options=options)
-    assert result.target.method == "signal"
+    assert result.target.method == "signal"  # with auto: its inspector is out of reach
     assert count_instances(load_snapshot(out), "LeakyThing") == 1000
     assert nothing_in(private_tmp)
-    assert app.get("/") == "ok 1000"
+    assert "Debugger listening" not in app.stderr_text()
 
 
 async def test_another_network_is_refused_before_the_process_is_touched(
@@ -96,24 +99,6 @@ async def test_another_network_is_refused_before_the_process_is_touched(
     with pytest.raises(InspectorUnreachable, match=rf"network namespace.*nsenter --target {app.pid} --net"):
         await capture(LocalHost(), sink, selector=ProcessSelector(pid=app.pid), options=OPTIONS)
     assert list(tmp_path.glob("*.heapsnapshot")) == []  # noqa: ASYNC240
-    assert "Debugger listening" not in app.stderr_text()
-
-
-async def test_auto_takes_the_signal_where_the_inspector_is_out_of_reach(
-    node_process: StartNode, private_tmp: Path, tmp_path: Path
-) -> None:
-    app = node_process(
-        LEAKY_APP,
-        args=["--heapsnapshot-signal=SIGUSR2", "--diagnostic-dir=/tmp"],
-        env=SMALL,
-        cwd="/",
-        wrapper=namespaces(private_tmp, network=True),
-    )
-    out = tmp_path / "auto.heapsnapshot"
-    result = await capture(LocalHost(), FileSink(out), selector=ProcessSelector(pid=app.pid), options=OPTIONS)
-    assert result.target.method == "signal"
-    assert count_instances(load_snapshot(out), "LeakyThing") == 1000
-    assert nothing_in(private_tmp)
     assert "Debugger listening" not in app.stderr_text()
 
 
