@@ -630,6 +630,8 @@ async def close_inspector(host: ProcessHost, pid: int, port: int) -> bool:
         agent, info = await select_process(host, ProcessSelector(pid=pid))
     except ProcessNotFound:
         return True
+    if info.other_network:  # that port here is not the process's
+        raise InspectorUnreachable(_inspector.unreachable_message(host, info))
     return await _inspector.close(host, agent, info.pid, port)
 
 
