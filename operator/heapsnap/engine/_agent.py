@@ -188,14 +188,32 @@ class Agent:
         argv = [self.node, "-e", agent_script(), "--", *args]
         return await self.host.run(argv, stdout=stdout, timeout=limit)
 
-    async def tail(self, pid: int, path: str, limit: float, stdout: StdoutCallback) -> CommandResult:
-        """Stream the file ``pid`` is about to write at ``path`` (see the agent's ``tail``).
+    # The methods below take paths as the process names them: the agent reaches them its
+    # own way (NodeProcessInfo.agent_path).
+
+    async def tail(
+        self, info: NodeProcessInfo, path: str, limit: float, stdout: StdoutCallback
+    ) -> CommandResult:
+        """Stream the file the process is about to write at ``path`` (see the agent's ``tail``).
 
         A host that reads the target's files itself does so, without starting Node.js.
         """
+        seen = info.agent_path(path)
         if isinstance(self.host, FollowsFiles):
-            return await self.host.follow_file(pid, path, limit, stdout)
-        return await self.run("tail", str(pid), path, str(limit), stdout=stdout, limit=None)
+            return await self.host.follow_file(info.pid, seen, limit, stdout)
+        return await self.run("tail", str(info.pid), seen, str(limit), stdout=stdout, limit=None)
+
+    async def signal_follow(
+        self, info: NodeProcessInfo, signal: str, directory: str, limit: float, stdout: StdoutCallback
+    ) -> CommandResult:
+        """Send the snapshot ``signal`` and stream the file the process writes in ``directory``."""
+        seen = info.agent_path(directory)
+        return await self.run(
+            "signal-follow", str(info.pid), signal, seen, str(limit), stdout=stdout, limit=None
+        )
+
+    async def remove(self, info: NodeProcessInfo, path: str) -> None:
+        await self.call("remove", info.agent_path(path))
 
     async def call(self, *args: str, limit: float = 30) -> dict[str, Any]:
         """Run a subcommand and return its one JSON reply; a vanished target is ``TargetExited``."""

@@ -308,7 +308,7 @@ async def _take_tempfile_snapshot(
         await _deliver(stats, sink, data, on_progress)
 
     stats.phase = "generating"
-    follower = asyncio.create_task(ctx.agent.tail(pid, ctx.info.agent_path(path), timeout, deliver))
+    follower = asyncio.create_task(ctx.agent.tail(ctx.info, path, timeout, deliver))
     writing: asyncio.Future[dict[str, Any]] | None = None
     try:
         await _report(
@@ -345,7 +345,7 @@ async def _take_tempfile_snapshot(
             await follower
         # The agent unlinks the file once it opened it; this covers a failure before that.
         with contextlib.suppress(HeapsnapError):
-            await ctx.agent.call("remove", ctx.info.agent_path(path))
+            await ctx.agent.remove(ctx.info, path)
         raise
 
 
@@ -685,15 +685,7 @@ async def _capture_signal(
 
     timeout = _follow_limit(options)
     # The agent signals, then follows the file the process writes (unlinked once opened).
-    result = await agent.run(
-        "signal-follow",
-        str(info.pid),
-        name,
-        info.agent_path(directory),
-        str(timeout),
-        stdout=deliver,
-        limit=None,
-    )
+    result = await agent.signal_follow(info, name, directory, timeout, deliver)
     stderr = result.stderr.decode(errors="replace").strip()
     if result.exit_code == 3:
         raise TargetExited(f"Process {info.pid} exited while writing its snapshot; no snapshot was stored.")
