@@ -16,7 +16,7 @@ from heapsnap.errors import SnapshotFormatError
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
 def test_the_summary_thread_runs_below_heapsnap_s_own_priority() -> None:
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    worker = SummaryWorker.start(top=5)
+    worker = SummaryWorker(top=5)
     assert worker is not None
     tid = worker._thread.native_id or 0
     deadline = time.monotonic() + 5
@@ -32,7 +32,7 @@ def test_a_summary_that_cannot_start_still_takes_every_batch(monkeypatch: pytest
     # The thread imports the parser itself; if that fails, the capture must not hang on
     # a full queue: the batches are taken and dropped, and finish() says why.
     monkeypatch.setitem(sys.modules, "heapsnap.analysis.stream", None)  # import raises ImportError
-    worker = SummaryWorker.start(top=5)
+    worker = SummaryWorker(top=5)
 
     async def feed_then_finish() -> None:
         async with asyncio.timeout(10):

@@ -462,7 +462,7 @@ async def _snapshot_to_sink(
 ) -> CaptureResult:
     """One snapshot; after the ``last`` one the inspector closes while the upload finishes."""
     started = time.monotonic()
-    stats = _Stats(summary=SummaryWorker.start(options.summary_top))
+    stats = _Stats(summary=SummaryWorker(options.summary_top))
     release = ctx.release if last else lambda: None
     try:
         try:
@@ -676,9 +676,7 @@ async def _capture_signal(
         _preflight.check(preflight, info.pid, options.preflight, warnings)
     target = TargetInfo(info.pid, agent.version, info.command, "signal", False, "tempfile")
     await _report(on_progress, Progress("signalling", message=f"sending {name} to pid {info.pid}"))
-    stats = _Stats(
-        summary=SummaryWorker.start(options.summary_top), started=time.monotonic(), phase="generating"
-    )
+    stats = _Stats(summary=SummaryWorker(options.summary_top), started=time.monotonic(), phase="generating")
 
     async def deliver(data: bytes) -> None:
         await _deliver(stats, sink, data, on_progress)
@@ -777,7 +775,7 @@ async def capture_inspector(
                     )
                     warnings: list[str] = []
                     _preflight.check(preflight, target.pid, options.preflight, warnings)
-                stats = _Stats(summary=SummaryWorker.start(options.summary_top))
+                stats = _Stats(summary=SummaryWorker(options.summary_top))
                 try:
                     await _take_inspector_snapshot(cdp, sink, stats, major, on_progress)
                 except CdpClosed as error:

@@ -34,10 +34,6 @@ class SummaryWorker:
         )
         self._thread.start()
 
-    @classmethod
-    def start(cls, top: int) -> SummaryWorker:
-        return cls(top)
-
     async def feed(self, data: bytes | None) -> None:
         try:
             self._queue.put_nowait(data)
