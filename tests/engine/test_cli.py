@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import glob
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +18,7 @@ import pytest
 from heapsnap.cli.capture import series_name
 from tests.engine.conftest import listening_ports, load_snapshot, node_count
 from tests.support.nodeproc import LEAKY_APP, NodeProcess
+from tests.support.s3server import S3Server
 
 pytestmark = pytest.mark.timeout(300)
 StartNode = Callable[..., NodeProcess]
@@ -62,6 +66,80 @@ def test_capture_error_is_one_line_and_non_zero(tmp_path: Path) -> None:
     errors = [line for line in done.stderr.splitlines() if line.startswith("heapsnap: error:")]
     assert errors == ["heapsnap: error: No process with pid 999999999 on this machine: check the pid."]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("s3_server", ["versitygw"], indirect=True)  # any server: the client is tested
+@pytest.mark.parametrize(
+    ("signum", "times"),
+    [(signal.SIGTERM, 1), (signal.SIGHUP, 1), (signal.SIGINT, 1), (signal.SIGINT, 2)],
+    ids=["SIGTERM", "SIGHUP", "SIGINT", "SIGINT-twice"],
+)
+async def test_a_stop_signal_mid_capture_leaves_nothing_behind(
+    s3_server: S3Server, node_process: StartNode, signum: signal.Signals, times: int
+) -> None:
+    """``timeout``, ``kill``, systemd, a closed terminal, Ctrl-C: the upload is aborted and
+    the inspector heapsnap opened is closed before heapsnap exits. A second signal stops
+    waiting for the target, still without a traceback or an upload left behind."""
+    bucket = s3_server.create_bucket()
+    # ~1 s of snapshot generation: the signal lands while V8 writes.
+    app = node_process(LEAKY_APP, env={"LEAKY_COUNT": "600000"})
+    stray_before = set(glob.glob("/tmp/.heapsnap-*"))
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "heapsnap.cli", "capture", "--pid", str(app.pid), "--s3", f"s3://{bucket}/x",
+        "--s3-endpoint", s3_server.endpoint, "--s3-path-style", "--s3-region", "us-east-1",
+        stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert child.stderr is not None
+    said = ""
+    for expected in ["heapsnap: generating", "cleaning up first"][:times]:
+        while expected not in said:
+            line = (await child.stderr.readline()).decode()
+            assert line, f"heapsnap ended before {expected!r}: {said}"
+            said += line
+        child.send_signal(signum)
+    said += (await child.stderr.read()).decode()
+    code = await asyncio.wait_for(child.wait(), 120)
+    assert code == 128 + signum, said
+    assert said.endswith(f"heapsnap: stopped by {signum.name}\n") and "Traceback" not in said
+    assert uploads(s3_server, bucket) == []
+    assert "Contents" not in s3_server.client().list_objects_v2(Bucket=bucket)
+    assert app.alive()
+    if times == 1:
+        assert await listening_ports(app.pid) == [app.port], "the inspector heapsnap opened is still open"
+    assert set(glob.glob("/tmp/.heapsnap-*")) == stray_before
+
+
+def test_sigterm_runs_the_clean_up_of_a_synchronous_command(tmp_path: Path) -> None:
+    """``kubectl heapsnap get`` and the analysis commands do not run on asyncio: there,
+    SIGTERM raises as Ctrl-C does, so a partial file is removed rather than left."""
+    partial = tmp_path / "download.part"
+    program = f"""
+import pathlib, time
+from heapsnap.cli import exit_after
+def command():
+    partial = pathlib.Path({str(partial)!r})
+    try:
+        partial.write_text("half"); print("writing", flush=True); time.sleep(60)
+    finally:
+        partial.unlink()
+    return 0
+exit_after(command)
+"""
+    child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=30)
+    assert not partial.exists()
+
+
+def uploads(server: S3Server, bucket: str) -> list[object]:
+    return list(server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
 def test_demo_finds_the_leak_with_its_retainer_path(tmp_path: Path) -> None:

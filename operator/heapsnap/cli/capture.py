@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import importlib
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from heapsnap._priority import yield_cpu
+from heapsnap.cli import _signals
 from heapsnap.engine import (
     CaptureOptions,
     CaptureResult,
@@ -248,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
     printer = ProgressPrinter()
     s3_key = _s3_key(args) if args.s3 else None
     if args.series is not None:
-        results = asyncio.run(
+        results = _signals.run(
             capture_series(
                 LocalHost(),
                 lambda index: _sink(args, s3_key, index + 1),
@@ -271,10 +271,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     sink = _sink(args, s3_key)
     if args.inspect:
-        result = asyncio.run(capture_inspector(args.inspect, sink, options=options, on_progress=printer))
+        result = _signals.run(capture_inspector(args.inspect, sink, options=options, on_progress=printer))
     else:
         selector = ProcessSelector(pid=args.pid)
-        result = asyncio.run(
+        result = _signals.run(
             capture(LocalHost(), sink, selector=selector, options=options, on_progress=printer)
         )
     if args.json:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heapsnap.cli import _signals
 from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture_series
 from heapsnap.errors import InvalidInput
 from heapsnap.sinks.file import FileSink
@@ -456,5 +457,5 @@ def run(args: argparse.Namespace) -> int:
     ctx = DemoContext(app=args.app, out_dir=args.out, requests=args.requests, interval=args.interval)
     if args.cluster:
         check_binaries(_harness())
-    asyncio.run(run_steps(ctx, CLUSTER_STEPS if args.cluster else STEPS))
+    _signals.run(run_steps(ctx, CLUSTER_STEPS if args.cluster else STEPS))
     return 0

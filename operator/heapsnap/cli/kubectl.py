@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from heapsnap.cli import exit_after
+from heapsnap.cli._signals import Stopped
 from heapsnap.errors import HeapsnapError, InvalidInput, StorageError
 from heapsnap.k8s.api import ApiConnection, connect
 from heapsnap.k8s.types import GROUP, KIND, PLURAL, VERSION
@@ -307,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeapsnapError as error:
         print(f"kubectl-heapsnap: error: {error}", file=sys.stderr)
         return 1
+    except Stopped as stopped:
+        print(f"kubectl-heapsnap: stopped by {stopped.name}", file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         return 130
     return code

@@ -10,9 +10,9 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from heapsnap.engine import _inspector, _preflight
 from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, signal_mask
@@ -49,6 +49,7 @@ from heapsnap.transports.base import CommandResult, ProcessHost
 if TYPE_CHECKING:
     from heapsnap.analysis.stream import SnapshotSummary
 
+T = TypeVar("T")
 MiB = 1 << 20
 _ANY_PROCESS = ProcessSelector()
 _DEFAULTS = CaptureOptions()
@@ -343,10 +344,28 @@ async def _take_tempfile_snapshot(
         follower.cancel()
         with contextlib.suppress(BaseException):
             await follower
-        # The agent unlinks the file once it opened it; this covers a failure before that.
+        # The agent unlinks the file once it opened it; this covers a failure before that,
+        # even when a second Ctrl-C cancels the clean-up: the file may be hundreds of MiB.
         with contextlib.suppress(HeapsnapError):
-            await ctx.agent.remove(ctx.info, path)
+            await _despite_cancellation(ctx.agent.remove(ctx.info, path))
         raise
+
+
+async def _despite_cancellation(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if cancelled meanwhile, then pass the cancellation on."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 def _follow_limit(options: CaptureOptions) -> float:
