@@ -52,6 +52,9 @@ class NodeProcessInfo:
     # loopback, and so an inspector it opens, cannot be reached from the agent's side.
     other_mounts: bool = False
     other_network: bool = False
+    # Its Node.js version, when the agent runs its own binary (see select_process); None
+    # when that binary cannot run here (built for musl, say) and the agent is another node.
+    version: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> NodeProcessInfo:
@@ -146,6 +149,12 @@ class DirCheck:
     code: str | None = None
 
 
+def node_major(version: str | None) -> int:
+    """12 for ``v12.22.1``; 0 when unknown."""
+    match = re.match(r"v(\d+)", version or "")
+    return int(match.group(1)) if match else 0
+
+
 class Agent:
     """The agent, run by ``node`` (a binary path next to the target)."""
 
@@ -156,8 +165,7 @@ class Agent:
 
     @property
     def major(self) -> int:
-        match = re.match(r"v(\d+)", self.version)
-        return int(match.group(1)) if match else 0
+        return node_major(self.version)
 
     @classmethod
     async def locate(cls, host: ProcessHost, pid: int | None = None) -> Agent:
@@ -165,20 +173,29 @@ class Agent:
 
         ``--version`` is what any binary may safely be asked: ``/proc/PID/exe`` may not be node.
         """
-        candidates = [f"/proc/{pid}/exe"] if pid is not None else []
-        candidates += ["node", "/proc/1/exe", "/usr/local/bin/node", "/usr/bin/node"]
-        for candidate in candidates:
+        own = [f"/proc/{pid}/exe"] if pid is not None else []
+        others = ["node", "/proc/1/exe", "/usr/local/bin/node", "/usr/bin/node"]
+        own_failure = ""
+        for candidate in [*own, *others]:
             result = await host.run([candidate, "--version"], timeout=15)
             version = result.stdout.decode(errors="replace").strip()
             if result.exit_code == 0 and re.fullmatch(r"v\d+\.\d+\.\d+\S*", version):
                 return cls(host, candidate, version)
+            if candidate in own:
+                own_failure = _detail(result)[-200:] or f"exit {result.exit_code}"
         if pid is not None:
+            # A process in a container may run a node built for another system: Alpine's,
+            # linked against musl, cannot start on a glibc host (its loader is not there).
             raise ProcessNotFound(
-                f"No Node.js binary found on {host.description} to inspect pid {pid}: "
-                "check the pid (is the process running, is it Node.js?)"
+                f"No Node.js binary runs on {host.description} to inspect pid {pid}. Its own binary "
+                f"(/proc/{pid}/exe) did not start here ({own_failure}): either there is no such "
+                "process or it is not Node.js, or its node is built for another system (Alpine's, "
+                "with musl, say) and runs only inside its container; and this machine has no node "
+                f"of its own (tried {', '.join(others)}). Check the pid, or install Node.js here, or "
+                "run heapsnap inside the process's container."
             )
         raise NotNodeProcess(
-            f"No Node.js binary found on {host.description} (tried {', '.join(candidates)}): "
+            f"No Node.js binary found on {host.description} (tried {', '.join(others)}): "
             "is this a Node.js container? Name the process or container that runs node."
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import posixpath
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from heapsnap.engine import _inspector, _preflight
-from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, signal_mask
+from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, node_major, signal_mask
 from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
 from heapsnap.engine._summary import SummaryWorker
 from heapsnap.engine._types import (
@@ -114,7 +115,9 @@ async def select_process(host: ProcessHost, selector: ProcessSelector) -> tuple[
         result = await host.run([own, "--version"], timeout=15)
         if result.exit_code == 0:
             agent = Agent(host, own, result.stdout.decode().strip())
-    return agent, info
+    # Otherwise its binary cannot run here (a container's node built for musl, say): the
+    # agent is another node, and the target's version is asked through its inspector.
+    return agent, dataclasses.replace(info, version=agent.version if agent.node == own else None)
 
 
 async def _prepare(sink: Sink) -> None:
@@ -250,15 +253,16 @@ _WRITE_SNAPSHOT = (
 )
 
 
-async def _estimate(
-    cdp: CdpSession, info: NodeProcessInfo, node_major: int, options: CaptureOptions
-) -> PreflightEstimate:
+async def _estimate(cdp: CdpSession, info: NodeProcessInfo, options: CaptureOptions) -> PreflightEstimate:
     try:
         heap_used: int | None = int(await cdp.evaluate("process.memoryUsage().heapUsed"))
     except (CdpCommandError, TypeError, ValueError):
         heap_used = None  # the estimate falls back on RSS
     return _preflight.estimate(
-        info, node_major=node_major, heap_used=heap_used, available_override=options.available_bytes
+        info,
+        node_major=node_major(info.version),
+        heap_used=heap_used,
+        available_override=options.available_bytes,
     )
 
 
@@ -266,7 +270,7 @@ async def _scratch_dir(ctx: _InspectorContext, options: CaptureOptions) -> str |
     """A directory of the target's where V8 can write the snapshot, or None to stream it."""
     if options.transfer == "stream":
         return None
-    estimate = ctx.preflight or await _estimate(ctx.cdp, ctx.info, ctx.agent.major, options)
+    estimate = ctx.preflight or await _estimate(ctx.cdp, ctx.info, options)
     need = int(estimate.node_count * FILE_BYTES_PER_NODE * 1.5)
     checks = await (ctx.scratch or ctx.agent.writable(ctx.info, ctx.info.scratch_dirs()))
     tried: list[str] = []
@@ -434,7 +438,7 @@ async def _inspector_target(
     scratch: asyncio.Future[list[DirCheck]] | None,
 ) -> AsyncIterator[_InspectorContext]:
     warnings: list[str] = []
-    target = TargetInfo(info.pid, agent.version, info.command, "inspector", endpoint.opened_by_us)
+    target = TargetInfo(info.pid, info.version or "", info.command, "inspector", endpoint.opened_by_us)
     stack = contextlib.AsyncExitStack()
     cdp: CdpSession | None = None
     closing: asyncio.Future[None] | None = None
@@ -459,11 +463,20 @@ async def _inspector_target(
             closing = asyncio.ensure_future(close())
 
     try:
-        cdp = await stack.enter_async_context(_inspector.session(host, endpoint, agent.major))
+        cdp = await stack.enter_async_context(_inspector.session(host, endpoint, node_major(info.version)))
+        if info.version is None:  # the agent is not the target's node: ask the target
+            try:
+                version = str(await cdp.evaluate("process.version"))
+            except CdpCommandError as error:
+                raise CaptureError(
+                    f"Process {info.pid} did not answer through its inspector: {error}"
+                ) from error
+            info = dataclasses.replace(info, version=version)
+            target.node_version = version
         preflight: PreflightEstimate | None = None
         if options.preflight != "skip":
             await _report(on_progress, Progress("preflight"))
-            preflight = await _estimate(cdp, info, agent.major, options)
+            preflight = await _estimate(cdp, info, options)
             _preflight.check(preflight, info.pid, options.preflight, warnings)
         yield _InspectorContext(agent, info, cdp, target, preflight, warnings, scratch, release)
     finally:
@@ -491,7 +504,9 @@ async def _snapshot_to_sink(
                 await _take_tempfile_snapshot(ctx, directory, sink, stats, options, on_progress, release)
             else:
                 ctx.target.transfer = "stream"
-                await _take_inspector_snapshot(ctx.cdp, sink, stats, ctx.agent.major, on_progress)
+                await _take_inspector_snapshot(
+                    ctx.cdp, sink, stats, node_major(ctx.info.version), on_progress
+                )
                 release()
         except CdpClosed as error:
             raise await _explain_closed(ctx.agent, ctx.info.pid, ctx.cdp, error) from error
@@ -690,10 +705,13 @@ async def _capture_signal(
     if options.preflight != "skip":
         await _report(on_progress, Progress("preflight"))
         preflight = _preflight.estimate(
-            info, node_major=agent.major, heap_used=None, available_override=options.available_bytes
+            info,
+            node_major=node_major(info.version),
+            heap_used=None,
+            available_override=options.available_bytes,
         )
         _preflight.check(preflight, info.pid, options.preflight, warnings)
-    target = TargetInfo(info.pid, agent.version, info.command, "signal", False, "tempfile")
+    target = TargetInfo(info.pid, info.version or "unknown", info.command, "signal", False, "tempfile")
     await _report(on_progress, Progress("signalling", message=f"sending {name} to pid {info.pid}"))
     stats = _Stats(summary=SummaryWorker(options.summary_top), started=time.monotonic(), phase="generating")
 
