@@ -10,6 +10,7 @@ HeapsnapError
  │    ├── ProcessNotFound
  │    ├── NotNodeProcess
  │    ├── AmbiguousProcess
+ │    ├── WorkerNotFound          no worker thread with the threadId asked for
  │    ├── TargetExited            the process went away during the capture
  │    └── PodError                pod or container missing, not running, restarted
  ├── ActivationError              reaching the process's inspector or snapshot signal
@@ -55,6 +56,7 @@ __all__ = [
     "TargetExited",
     "TransportError",
     "UploadFailed",
+    "WorkerNotFound",
 ]
 
 
@@ -99,6 +101,10 @@ class NotNodeProcess(TargetError):
 
 class AmbiguousProcess(TargetError):
     reason = "AmbiguousProcess"
+
+
+class WorkerNotFound(TargetError):
+    reason = "WorkerNotFound"
 
 
 class TargetExited(TargetError):

@@ -28,7 +28,7 @@ from tests.operator.conftest import (
     wait_finished,
     wait_for,
 )
-from tests.support.nodeproc import GROWING_APP, LEAKY_APP
+from tests.support.nodeproc import GROWING_APP, LEAKY_APP, WORKER_APP
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
@@ -102,6 +102,11 @@ def credentials(cluster: Any, namespace: str, s3: Any) -> str:
             "must be a URL starting with http:// or https://",
         ),
         ({"target": {"podName": "a"}, "inspectorPort": 0}, "inspectorPort"),
+        (
+            {"target": {"podName": "a", "process": {"workerThreadId": 1}}, "method": "signal"},
+            "the snapshot signal captures the main thread only",
+        ),
+        ({"target": {"podName": "a", "process": {"workerThreadId": 0}}}, "workerThreadId"),
     ],
 )
 def test_invalid_specs_are_rejected_by_the_api_server(
@@ -159,6 +164,28 @@ def test_inspector_capture_of_a_process_started_without_flags(
     assert {"TargetResolved", "Succeeded"} <= reasons
     table = cluster.kubectl("get", "hsnap", "snap", "-n", namespace).stdout
     assert "Succeeded" in table and "leaky" in table
+
+
+def test_a_worker_thread_of_a_pod(
+    cluster: Any,
+    namespace: str,
+    node_pod_factory: Any,
+    start_operator: Callable[..., OperatorProcess],
+    s3: Any,
+    credentials: str,
+) -> None:
+    pod = node_pod_factory(namespace, "pool", script=WORKER_APP)
+    start_operator()
+    spec = snapshot_spec(s3, "pool", transfer="stream")  # the worker's chunks cross the port-forward
+    spec["target"]["process"] = {"pid": pod.pid, "workerThreadId": 1}
+    apply_snapshot(cluster, namespace, "worker", spec)
+    obj = wait_finished(cluster, namespace, "worker")
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", failure(obj)
+    assert (status["target"]["pid"], status["target"]["workerThreadId"]) == (pod.pid, 1)
+    counts = {c["name"]: c["count"] for c in status["summary"]["topConstructors"]}
+    assert counts.get("WorkerLeak") == 5000 and "LeakyThing" not in counts
+    assert "inspectorPort" not in status["target"]
 
 
 def test_signal_capture(

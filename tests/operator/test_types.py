@@ -36,6 +36,8 @@ def test_defaults() -> None:
     assert spec.transfer == "auto"
     assert (spec.deletion_policy, spec.preflight, spec.timeout_seconds) == ("Retain", "enforce", 900)
     assert spec.s3.prefix == "heap"
+    assert spec.target.worker_thread_id is None
+    assert parse_spec(with_("target.process", {"workerThreadId": 3})).target.worker_thread_id == 3
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,11 @@ def test_defaults() -> None:
         (with_("series", {"count": 1}), "spec.series.count"),
         (with_("series", {"intervalSeconds": 5}), "spec.series.count"),
         ({**with_("series", {"count": 3}), "method": "signal"}, "spec.series"),
+        (with_("target.process", {"workerThreadId": 0}), "spec.target.process.workerThreadId"),
+        (
+            {**with_("target.process", {"workerThreadId": 2}), "method": "signal"},
+            "spec.target.process.workerThreadId",
+        ),
     ],
 )
 def test_bad_spec_names_the_field(spec: dict[str, Any], field: str) -> None:

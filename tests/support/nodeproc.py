@@ -52,6 +52,24 @@ setInterval(() => { for (let k = 0; k < 300; k++) globalThis.kept.push(new Leaky
 console.log('ready');
 """
 
+# The main thread keeps 1,000 LeakyThing; worker "pool-a" (threadId 1) keeps 5,000 WorkerLeak.
+WORKER_APP = r"""
+const http = require('http');
+const { Worker } = require('worker_threads');
+class LeakyThing { constructor(i) { this.id = i; } }
+globalThis.leaked = Array.from({ length: 1000 }, (_, i) => new LeakyThing(i));
+const worker = new Worker(`
+  class WorkerLeak { constructor(i) { this.id = i; this.payload = 'w-' + i; } }
+  globalThis.kept = Array.from({ length: 5000 }, (_, i) => new WorkerLeak(i));
+  require('worker_threads').parentPort.postMessage('filled');
+  setInterval(() => {}, 1000);
+`, { eval: true, name: 'pool-a' });
+worker.once('message', () => {
+  const server = http.createServer((req, res) => res.end('ok ' + worker.threadId));
+  server.listen(0, '127.0.0.1', () => console.log('ready ' + server.address().port));
+});
+"""
+
 
 def node_binary(version: str = "20") -> str:
     """Path of the Node.js binary for a major version the tests use (20, 22, 24)."""

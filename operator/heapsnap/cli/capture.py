@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
     target.add_argument("--inspect", metavar="URL", help="an open inspector: ws://HOST:PORT/ID or HOST:PORT")
     parser.add_argument("--method", choices=["auto", "inspector", "signal"], default="auto")
     parser.add_argument(
+        "--worker",
+        type=int,
+        metavar="THREAD_ID",
+        help="capture this worker_threads Worker (its threadId) instead of the main thread",
+    )
+    parser.add_argument(
         "--transfer",
         choices=["auto", "stream", "tempfile"],
         default="auto",
@@ -182,7 +188,8 @@ def print_result(result: CaptureResult, stream: TextIO = sys.stdout, top: int = 
     print(f"size       {size}   sha256 {artifact.sha256}", file=stream)
     target = result.target
     how = f"{target.method} ({target.transfer})" if target.method == "inspector" else target.method
-    print(f"target     pid {target.pid}, node {target.node_version}, by {how}", file=stream)
+    thread = f", worker thread {target.worker}" if target.worker is not None else ""
+    print(f"target     pid {target.pid}{thread}, node {target.node_version}, by {how}", file=stream)
     print(
         f"timing     target paused {result.pause_seconds:.2f} s, transfer {result.transfer_seconds:.2f} s, "
         f"total {result.total_seconds:.2f} s",
@@ -244,6 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         transfer=args.transfer,
         preflight="warn" if args.force else "enforce",
         timeout_seconds=args.timeout,
+        worker=args.worker,
     )
     printer = ProgressPrinter()
     s3_key = _s3_key(args) if args.s3 else None

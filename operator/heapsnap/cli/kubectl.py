@@ -62,8 +62,13 @@ def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
     target: dict[str, Any] = {"podName": args.pod}
     if args.container:
         target["container"] = args.container
+    process: dict[str, Any] = {}
     if args.pid:
-        target["process"] = {"pid": args.pid}
+        process["pid"] = args.pid
+    if args.worker:
+        process["workerThreadId"] = args.worker
+    if process:
+        target["process"] = process
     spec: dict[str, Any] = {
         "target": target,
         "method": args.method,
@@ -270,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "--pid", type=int, help="process id inside the container (default: the main node process)"
     )
+    cap.add_argument("--worker", type=int, metavar="THREAD_ID", help="a worker thread (its threadId)")
     cap.add_argument("--method", choices=("auto", "inspector", "signal"), default="auto")
     cap.add_argument(
         "--s3", default=os.environ.get("HEAPSNAP_S3"), help="s3://bucket/prefix (or $HEAPSNAP_S3)"

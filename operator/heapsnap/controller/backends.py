@@ -49,6 +49,7 @@ def capture_options(spec: HeapSnapshotSpec) -> CaptureOptions:
         transfer=spec.transfer,
         preflight=spec.preflight,
         timeout_seconds=float(spec.timeout_seconds),
+        worker=spec.target.worker_thread_id,
     )
 
 

@@ -435,6 +435,7 @@ class CaptureRun:
                 "command": target.command[:512],
                 "method": target.method,
                 "transfer": target.transfer,
+                "workerThreadId": target.worker,
             }
         )
         self.status["artifact"] = {

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from heapsnap.engine import _inspector, _preflight
 from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, node_major, signal_mask
-from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
+from heapsnap.engine._cdp import CdpChannel, CdpClosed, CdpCommandError, CdpSession
 from heapsnap.engine._summary import SummaryWorker
 from heapsnap.engine._types import (
     CaptureOptions,
@@ -212,7 +212,7 @@ async def _finish_summary(stats: _Stats) -> SnapshotSummary | None:
 
 
 async def _take_inspector_snapshot(
-    cdp: CdpSession, sink: Sink, stats: _Stats, node_major: int, on_progress: ProgressCallback | None
+    cdp: CdpChannel, sink: Sink, stats: _Stats, node_major: int, on_progress: ProgressCallback | None
 ) -> None:
     last_percent = -1.0
 
@@ -253,7 +253,7 @@ _WRITE_SNAPSHOT = (
 )
 
 
-async def _estimate(cdp: CdpSession, info: NodeProcessInfo, options: CaptureOptions) -> PreflightEstimate:
+async def _estimate(cdp: CdpChannel, info: NodeProcessInfo, options: CaptureOptions) -> PreflightEstimate:
     try:
         heap_used: int | None = int(await cdp.evaluate("process.memoryUsage().heapUsed"))
     except (CdpCommandError, TypeError, ValueError):
@@ -387,7 +387,7 @@ def _raise_follow_failure(result: CommandResult, pid: int, path: str) -> NoRetur
     )
 
 
-async def _explain_closed(agent: Agent, pid: int, cdp: CdpSession, error: CdpClosed) -> HeapsnapError:
+async def _explain_closed(agent: Agent, pid: int, cdp: CdpChannel, error: CdpClosed) -> HeapsnapError:
     if isinstance(cdp.closed_error, HeapsnapError):
         return cdp.closed_error
     if not (await agent.probe(pid)).processes:
@@ -399,7 +399,7 @@ async def _explain_closed(agent: Agent, pid: int, cdp: CdpSession, error: CdpClo
 class _InspectorContext:
     agent: Agent
     info: NodeProcessInfo
-    cdp: CdpSession
+    cdp: CdpChannel  # the main thread's session, or the worker's asked for
     target: TargetInfo
     preflight: PreflightEstimate | None
     warnings: list[str]
@@ -473,12 +473,18 @@ async def _inspector_target(
                 ) from error
             info = dataclasses.replace(info, version=version)
             target.node_version = version
+        channel: CdpChannel = cdp
+        if options.worker is not None:
+            channel = await stack.enter_async_context(
+                _inspector.worker_session(cdp, options.worker, info.pid)
+            )
+            target.worker = options.worker
         preflight: PreflightEstimate | None = None
         if options.preflight != "skip":
             await _report(on_progress, Progress("preflight"))
-            preflight = await _estimate(cdp, info, options)
+            preflight = await _estimate(channel, info, options)
             _preflight.check(preflight, info.pid, options.preflight, warnings)
-        yield _InspectorContext(agent, info, cdp, target, preflight, warnings, scratch, release)
+        yield _InspectorContext(agent, info, channel, target, preflight, warnings, scratch, release)
     finally:
         release()
         assert closing is not None
@@ -550,6 +556,16 @@ async def _commit(
     return result
 
 
+def _check_worker(options: CaptureOptions) -> None:
+    if options.worker is not None and options.worker < 1:
+        raise InvalidInput(f"worker {options.worker}: give a worker thread's threadId (1 or more).")
+    if options.worker is not None and options.method == "signal":
+        raise InvalidInput(
+            f"worker {options.worker} with the signal method: the snapshot signal captures the main "
+            "thread only; use the inspector method (or auto) for a worker thread."
+        )
+
+
 def _neither_message(info: NodeProcessInfo) -> str:
     return (
         f"Process {info.pid} can be captured neither through its inspector (SIGUSR1 is ignored: "
@@ -572,6 +588,7 @@ async def capture(
     """
     started = time.monotonic()
     try:
+        _check_worker(options)
         async with _deadline(options.timeout_seconds), contextlib.AsyncExitStack() as stack:
             await _report(on_progress, Progress("probing"))
             # The S3 sink's client and upload (~0.3 s) are made while the agent probes.
@@ -579,7 +596,9 @@ async def capture(
                 agent, info = await select_process(host, selector)
                 scratch = await stack.enter_async_context(_checking_scratch(agent, info, options))
             method = options.method
+            # The snapshot signal captures the main thread only.
             signal_ok = _signal_name(info) is not None and info.handles(signal_mask(_signal_name(info) or ""))
+            signal_ok = signal_ok and options.worker is None
             if method in ("auto", "inspector") and info.other_network:
                 # Its loopback is not ours: a port there may be another process's here.
                 if method == "inspector" or not signal_ok:
@@ -631,6 +650,7 @@ async def capture_series(
     """Take ``count`` snapshots through one inspector session, so node ids stay comparable."""
     if count < 1:
         raise InvalidInput(f"count is {count}: a series needs at least one snapshot.")
+    _check_worker(options)
     if options.method == "signal":
         raise InvalidInput("A series needs the inspector method (ids reset between signal snapshots).")
     results: list[CaptureResult] = []
@@ -766,6 +786,7 @@ async def capture_inspector(
     heapsnap did not open this inspector, so it leaves it open; memory headroom is not
     visible from here, so the preflight only estimates and reports.
     """
+    _check_worker(options)
     match = re.fullmatch(r"(?:wss?://)?\[?([^\]/]+?)\]?:(\d+)(/.*)?", address.strip())
     if not match:
         raise InvalidInput(f"--inspect {address!r}: give ws://HOST:PORT/ID or HOST:PORT.")
@@ -785,7 +806,10 @@ async def capture_inspector(
                     )
                 path = _inspector.ws_path(next(t["webSocketDebuggerUrl"] for t in targets))
             endpoint = _inspector.InspectorEndpoint(port, path, opened_by_us=False)
-            async with _inspector.session(direct, endpoint) as cdp:  # type: ignore[arg-type]
+            async with (
+                _inspector.session(direct, endpoint) as cdp,  # type: ignore[arg-type]
+                contextlib.AsyncExitStack() as stack,
+            ):
                 facts = await cdp.evaluate(
                     "JSON.stringify({pid: process.pid, version: process.version, argv: process.argv,"
                     " heap: process.memoryUsage().heapUsed})"
@@ -795,6 +819,12 @@ async def capture_inspector(
                 target = TargetInfo(
                     about["pid"], about["version"], " ".join(about["argv"]), "inspector", False
                 )
+                channel: CdpChannel = cdp
+                if options.worker is not None:
+                    session = _inspector.worker_session(cdp, options.worker, about["pid"])
+                    channel = await stack.enter_async_context(session)
+                    about["heap"] = await channel.evaluate("process.memoryUsage().heapUsed")
+                    target.worker = options.worker
                 preflight = None
                 if options.preflight != "skip":
                     await _report(on_progress, Progress("preflight"))
@@ -814,7 +844,7 @@ async def capture_inspector(
                     _preflight.check(preflight, target.pid, options.preflight, warnings)
                 stats = _Stats(summary=SummaryWorker(options.summary_top))
                 try:
-                    await _take_inspector_snapshot(cdp, sink, stats, major, on_progress)
+                    await _take_inspector_snapshot(channel, sink, stats, major, on_progress)
                 except CdpClosed as error:
                     raise CaptureError(
                         f"The inspector at {address} closed during the capture: {error}"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from heapsnap.engine._agent import SIGUSR1_MASK, Agent, NodeProcessInfo
-from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession
+from heapsnap.engine._cdp import CdpClosed, CdpCommandError, CdpSession, WorkerSession
 from heapsnap.engine._types import Progress, ProgressCallback
-from heapsnap.errors import InspectorDisabled, InspectorPortTaken, InspectorUnreachable
+from heapsnap.errors import InspectorDisabled, InspectorPortTaken, InspectorUnreachable, WorkerNotFound
 from heapsnap.transports.base import ProcessHost
 
 DEFAULT_PORT = 9229
@@ -169,6 +169,43 @@ async def session(
             yield cdp
         finally:
             await cdp.close()
+
+
+@contextlib.asynccontextmanager
+async def worker_session(cdp: CdpSession, thread_id: int, pid: int) -> AsyncIterator[WorkerSession]:
+    """The session of the worker thread whose ``threadId`` is ``thread_id``, inside ``cdp``;
+    detached on exit."""
+    attached: list[dict[str, Any]] = []
+
+    async def collect(method: str, params: dict[str, Any]) -> None:
+        if method == "NodeWorker.attachedToWorker":
+            attached.append(params)
+
+    cdp.on_event = collect
+    worker: WorkerSession | None = None
+    try:
+        # Node attaches to every running worker as the domain is enabled, before it replies.
+        await cdp.send("NodeWorker.enable", {"waitForDebuggerOnStart": False})
+        infos = [(a["sessionId"], a.get("workerInfo") or {}) for a in attached]
+        chosen = next(((s, i) for s, i in infos if str(i.get("workerId")) == str(thread_id)), None)
+        if chosen is None:
+            listing = ", ".join(
+                f"{i.get('workerId')} ({i.get('title') or i.get('url') or 'untitled'})" for _, i in infos
+            )
+            has = f"its worker threads are {listing}" if infos else "it runs no worker threads"
+            raise WorkerNotFound(
+                f"Process {pid} has no worker thread with threadId {thread_id} ({has}): give one of "
+                "its threadIds, or none to capture the main thread."
+            )
+        worker = WorkerSession(cdp, chosen[0], str(chosen[1].get("title") or f"worker {thread_id}"))
+        cdp.on_event = worker.route
+        yield worker
+    finally:
+        cdp.on_event = None
+        with contextlib.suppress(CdpClosed, CdpCommandError):
+            if worker is not None:
+                await cdp.send("NodeWorker.detach", {"sessionId": worker.session_id})
+            await cdp.send("NodeWorker.disable")
 
 
 async def end(cdp: CdpSession | None, agent: Agent, pid: int, port: int) -> bool:

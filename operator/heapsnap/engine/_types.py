@@ -50,6 +50,9 @@ class CaptureOptions:
     summary_top: int = 20
     available_bytes: int | None = None
     transfer: Transfer = "auto"
+    # The threadId of a worker_threads Worker to capture instead of the main thread
+    # (inspector method only: the snapshot signal captures the main thread).
+    worker: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class TargetInfo:
     inspector_opened: bool = False
     # How the bytes left the process: inspector protocol chunks, or a followed file.
     transfer: Literal["stream", "tempfile"] = "stream"
+    worker: int | None = None  # the worker thread captured, by threadId; None: the main thread
 
 
 @dataclass

@@ -55,6 +55,7 @@ class TargetSpec:
     container: str | None
     pid: int | None
     command_contains: str | None
+    worker_thread_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def parse_target(d: Mapping[str, Any]) -> TargetSpec:
         container=_get(d, "container", path, str),
         pid=pid,
         command_contains=contains,
+        worker_thread_id=_int_range(process, "workerThreadId", f"{path}.process", 1, 2**31 - 1, None),
     )
 
 
@@ -195,13 +197,19 @@ def parse_spec(spec: Mapping[str, Any]) -> HeapSnapshotSpec:
         interval = _int_range(raw_series, "intervalSeconds", "spec.series", 0, 3600, 60)
         series = SeriesSpec(count, 60 if interval is None else interval)
     method = _choice(spec, "method", "spec", ("auto", "inspector", "signal"), "auto")
+    parsed_target = parse_target(target)
+    if parsed_target.worker_thread_id is not None and method == "signal":
+        raise InvalidInput(
+            "spec.target.process.workerThreadId needs the inspector (the snapshot signal captures "
+            "the main thread only); use method inspector or auto."
+        )
     if series is not None and method == "signal":
         raise InvalidInput(
             "spec.series needs the inspector (object ids reset between signal snapshots); "
             "use method inspector or auto."
         )
     return HeapSnapshotSpec(
-        target=parse_target(target),
+        target=parsed_target,
         s3=parse_s3(s3),
         method=method,
         inspector_port=_int_range(spec, "inspectorPort", "spec", 1, 65535, 9229) or 9229,
