@@ -435,9 +435,10 @@ class CaptureRun:
                 "command": target.command[:512],
                 "method": target.method,
                 "transfer": target.transfer,
-                "workerThreadId": target.worker,
             }
         )
+        if target.worker is not None:
+            recorded["workerThreadId"] = target.worker
         self.status["artifact"] = {
             "uri": artifact.uri,
             "sizeBytes": artifact.size_bytes,

@@ -20,6 +20,9 @@ from heapsnap.transports.base import ProcessHost
 DEFAULT_PORT = 9229
 _ACTIVATION_WAIT = 10.0
 CLOSE_WAIT = 15.0  # for the target to stop listening once its inspector was told to close
+# After a crash the target may still be writing the snapshot the dead capturer asked for:
+# it closes its inspector only after that. Below the operator's 120 s budget for it.
+RECOVERY_WAIT = 110.0
 
 
 async def json_list(host: ProcessHost, port: int, wait: float = 2.0) -> list[dict[str, Any]] | None:
@@ -208,13 +211,13 @@ async def worker_session(cdp: CdpSession, thread_id: int, pid: int) -> AsyncIter
             await cdp.send("NodeWorker.disable")
 
 
-async def end(cdp: CdpSession | None, agent: Agent, pid: int, port: int) -> bool:
+async def end(cdp: CdpSession | None, agent: Agent, pid: int, port: int, wait: float = CLOSE_WAIT) -> bool:
     """Close the inspector heapsnap opened, from inside its ``session`` (None: none could open).
 
     True once ``pid`` no longer listens on ``port`` (or is gone).
     """
     # The agent watches the port from the start, so its answer is ready as soon as it closes.
-    closed = asyncio.ensure_future(agent.closed(pid, port, CLOSE_WAIT))
+    closed = asyncio.ensure_future(agent.closed(pid, port, wait))
     try:
         if cdp is not None:
             # Deferred: inspector teardown must not run inside this session's own dispatch.
@@ -244,9 +247,10 @@ async def close(host: ProcessHost, agent: Agent, pid: int, port: int) -> bool:
     """
     if not (await agent.probe(pid)).processes:
         return True
-    targets = await json_list(host, port)
+    # Unhurried: a port-forward through a busy API server can take seconds to answer.
+    targets = await json_list(host, port, wait=10.0)
     if not targets:
         return await agent.closed(pid, port, wait=0.5)
     url = next(t["webSocketDebuggerUrl"] for t in targets if "webSocketDebuggerUrl" in t)
     async with session(host, InspectorEndpoint(port, ws_path(url), opened_by_us=True)) as cdp:
-        return await end(cdp, agent, pid, port)
+        return await end(cdp, agent, pid, port, wait=RECOVERY_WAIT)
