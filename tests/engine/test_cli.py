@@ -115,6 +115,37 @@ async def test_a_stop_signal_mid_capture_leaves_nothing_behind(
     assert set(glob.glob("/tmp/.heapsnap-*")) == stray_before
 
 
+async def test_stopped_while_a_busy_target_has_not_yet_written_its_signal_snapshot(
+    node_process: StartNode, tmp_path: Path
+) -> None:
+    """A target busy in JavaScript writes the snapshot the signal asked for only when it is
+    done: stopped before that, heapsnap waits to unlink the file rather than leave it."""
+    diagnostics = tmp_path / "diagnostics"
+    diagnostics.mkdir()
+    args = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={diagnostics}"]
+    app = node_process(LEAKY_APP, args=args, env={"BUSY_MS": "4000"})
+    busy = asyncio.ensure_future(asyncio.to_thread(app.get, "/busy"))
+    await asyncio.sleep(0.3)  # the target is in its busy loop
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "heapsnap.cli", "capture", "--pid", str(app.pid), "--method", "signal",
+        "-o", str(tmp_path / "never.heapsnapshot"), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stderr is not None
+    said = ""
+    while "heapsnap: signalling" not in said:
+        line = (await child.stderr.readline()).decode()
+        assert line, said
+        said += line
+    await asyncio.sleep(0.5)  # the agent has sent the signal; the target has not seen it yet
+    child.send_signal(signal.SIGINT)
+    said += (await child.stderr.read()).decode()
+    assert await asyncio.wait_for(child.wait(), 60) == 130, said
+    await busy
+    assert app.get("/") == "ok 100000"  # done with the snapshot, and alive
+    assert list(diagnostics.iterdir()) == []
+    assert list(tmp_path.glob("never.heapsnapshot*")) == []  # noqa: ASYNC240
+
+
 def test_sigterm_runs_the_clean_up_of_a_synchronous_command(tmp_path: Path) -> None:
     """``kubectl heapsnap get`` and the analysis commands do not run on asyncio: there,
     SIGTERM raises as Ctrl-C does, so a partial file is removed rather than left."""

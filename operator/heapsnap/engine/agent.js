@@ -1,7 +1,8 @@
 // heapsnap's target-side agent. Run by the target's own Node.js binary, next to it:
 //   node -e <this file> -- <subcommand> [args...]
 // No shell, no npm packages, only /proc. Structured replies are one JSON line on stdout;
-// `tail` and `signal-follow` write raw bytes. Exit codes: 0 ok, 2 bad usage, 3 target gone, 4 refused.
+// `tail` and `signal-follow` write raw bytes. Exit codes: 0 ok, 2 bad usage, 3 target gone, 4 refused,
+// 5 stopped (SIGTERM).
 'use strict';
 const fs = require('fs');
 const os = require('os');
@@ -249,6 +250,11 @@ function gone(message) {
 // (nothing is left behind, whoever dies), then sends its bytes on stdout as they are
 // written, until `pid` has closed it and every byte is out. Reading from the disk gives
 // the writer no backpressure and costs the target no memory, unlike inspector chunks.
+// SIGTERM (the capture was stopped) ends it at once, but not before the file it waits
+// for has been unlinked: a target busy in JavaScript writes the snapshot asked of it
+// later, and it would stay in its directory (exit 5).
+let stopping = false;
+function stopOnSigterm() { process.on('SIGTERM', () => { stopping = true; }); }
 async function follow(pid, pick, deadline, onGone, since = null) {
   // 10 nice levels below the target (or lower already): V8 is still writing, and the
   // reading can wait for it; the target resumes sooner.
@@ -262,6 +268,7 @@ async function follow(pid, pick, deadline, onGone, since = null) {
   }
   const fd = fs.openSync(file, 'r');
   fs.unlinkSync(file);
+  if (stopping) process.exit(5);
   const stat = fs.fstatSync(fd);
   const started = since === null ? Date.now() : since;
   let writtenSeconds = null;
@@ -270,6 +277,7 @@ async function follow(pid, pick, deadline, onGone, since = null) {
   // container and its memory counts against the target's limit.
   const chunk = Buffer.allocUnsafe(1 << 20);
   for (;;) {
+    if (stopping) process.exit(5);
     const n = fs.readSync(fd, chunk, 0, chunk.length, null);
     if (n > 0) { await send(chunk.subarray(0, n)); continue; }
     if (closed) break;
@@ -291,6 +299,7 @@ function tail(args) {
   const [pidText, file, timeoutText] = args;
   const deadline = Date.now() + Number(timeoutText) * 1000;
   const exists = () => (fs.existsSync(file) ? file : null);
+  stopOnSigterm();
   return follow(Number(pidText), exists, deadline, () => {});
 }
 
@@ -303,6 +312,7 @@ function signalFollow(args) {
   const before = new Set(snapshotFiles(dir, pid));
   const fresh = () => snapshotFiles(dir, pid).filter((n) => !before.has(n)).sort();
   if (!alive(pid)) gone(`process ${pid} is gone`);
+  stopOnSigterm();
   process.kill(pid, sig);
   const signalled = Date.now();
   const pick = () => { const names = fresh(); return names.length ? path.join(dir, names.pop()) : null; };

@@ -54,6 +54,30 @@ async def _drain(fd: int, take: StdoutCallback) -> None:
         await take(chunk)
 
 
+async def _stop(process: asyncio.subprocess.Process, out_read: int) -> None:
+    """End a command that was cancelled or timed out: SIGTERM first, so the agent finishes
+    what must not be left half done (the snapshot file it waits for is unlinked, see
+    agent.js ``follow``), with its output read and dropped meanwhile so that it cannot
+    block on a full pipe. Cancelled again (a second Ctrl-C), it is killed."""
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+
+    async def discard(chunk: bytes) -> None:
+        return None
+
+    draining = asyncio.ensure_future(_drain(out_read, discard))
+    try:
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        draining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+
+
 class LocalHost:
     """Runs commands on this machine; ``connect_port`` yields ``("127.0.0.1", port)``."""
 
@@ -100,9 +124,7 @@ class LocalHost:
                 ) from error
             finally:
                 if process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()
-                    await process.wait()
+                    await _stop(process, out_read)
                 if not stderr_task.done():
                     stderr_task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
