@@ -224,9 +224,13 @@ async def end(cdp: CdpSession | None, agent: Agent, pid: int, port: int, wait: f
             # Then the target ends this session itself: closing it from here while the
             # inspector shuts down crashes Node 24 (SIGSEGV, about one run in five). A
             # port-forward does not pass that close on: there, the port closing tells.
+            # And deferred past one poll of the event loop: activated while JavaScript was
+            # busy, Node started the inspector from an interrupt and also queued a start
+            # for its event loop, which reopened an inspector closed before it (in the
+            # next iteration's check phase, after its poll phase, it finds it open).
             with contextlib.suppress(CdpClosed, CdpCommandError, TimeoutError):
                 async with asyncio.timeout(5):
-                    await cdp.evaluate("setTimeout(() => process._debugEnd(), 0), true")
+                    await cdp.evaluate("setImmediate(() => setImmediate(() => process._debugEnd())), true")
                     peer = asyncio.ensure_future(cdp.closed_by_peer(_TEARDOWN_SECONDS))
                     await asyncio.wait({peer, closed}, return_when=asyncio.FIRST_COMPLETED)
                     if not peer.done():
