@@ -55,7 +55,8 @@ def estimate(
             "node_count": source,
             "estimated_bytes": f"{BYTES_PER_NODE} B per node (measured)",
             "available_bytes": available_source,
-            "estimated_pause_seconds": f"{seconds_per_node(node_major) * 1e6:.1f} µs/node, Node {node_major}",
+            "estimated_pause_seconds": f"{seconds_per_node(node_major) * 1e6:.1f} µs/node, "
+            + (f"Node {node_major}" if node_major else "Node.js version unknown"),
         },
     )
 
