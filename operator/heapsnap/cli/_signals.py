@@ -72,7 +72,9 @@ async def _until_stopped(main: Coroutine[Any, Any, T], program: str) -> T:
             message = "stopping; cleaning up first (the target may have to finish a snapshot it started)"
         else:
             restore()
-            message = "stopping now, without waiting for the target (its inspector may stay open)"
+            message = (
+                "stopping now, without waiting for the target (an inspector or a snapshot file may be left)"
+            )
         print(f"{program}: {name}: {message}", file=sys.stderr, flush=True)
         task.cancel()
 
