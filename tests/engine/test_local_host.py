@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -70,6 +71,15 @@ async def test_a_command_past_its_timeout_is_stopped() -> None:
     with pytest.raises(TransportError, match=r"did not finish within 0\.5 s"):
         await LocalHost().run(["sleep", "30"], timeout=0.5)
     assert open_fds() == before
+
+
+async def test_a_command_past_its_timeout_is_killed_even_if_it_ignores_sigterm() -> None:
+    # Any binary may be asked --version (/proc/PID/exe may not be node): SIGTERM is not enough.
+    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(30)"
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=r"did not finish within 0\.5 s"):
+        await LocalHost().run([sys.executable, "-c", ignores], timeout=0.5)
+    assert time.monotonic() - started < 10
 
 
 async def test_a_missing_program_exits_127() -> None:

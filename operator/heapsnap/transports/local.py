@@ -55,9 +55,10 @@ async def _drain(fd: int, take: StdoutCallback) -> None:
 
 
 async def _stop(process: asyncio.subprocess.Process, out_read: int) -> None:
-    """End a command that was cancelled or timed out: SIGTERM first, so the agent finishes
-    what must not be left half done (the snapshot file it waits for is unlinked, see
-    agent.js ``follow``), with its output read and dropped meanwhile so that it cannot
+    """End a cancelled command that has no time limit (the agent's ``tail`` and
+    ``signal-follow``, which end by their own deadline): SIGTERM first, so the agent
+    finishes what must not be left half done (the snapshot file it waits for is unlinked,
+    see agent.js ``follow``), with its output read and dropped meanwhile so that it cannot
     block on a full pipe. Cancelled again (a second Ctrl-C), it is killed."""
     with contextlib.suppress(ProcessLookupError):
         process.terminate()
@@ -123,8 +124,14 @@ class LocalHost:
                     f"{argv[0]} did not finish within {timeout:g} s on this machine."
                 ) from error
             finally:
-                if process.returncode is None:
+                if process.returncode is None and timeout is None:
                     await _stop(process, out_read)
+                elif process.returncode is None:
+                    # Any binary may be asked --version (/proc/PID/exe may not be node), and
+                    # one may ignore SIGTERM: a command with a time limit is killed.
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()
                 if not stderr_task.done():
                     stderr_task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
