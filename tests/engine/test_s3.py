@@ -14,9 +14,17 @@ import pytest
 from botocore.awsrequest import AWSConnection
 
 from heapsnap.engine import CaptureOptions, ProcessSelector, Progress, Transfer, capture
-from heapsnap.errors import BucketNotFound, ProcessNotFound, StorageAccessDenied, TargetExited
+from heapsnap.errors import (
+    BucketNotFound,
+    ProcessNotFound,
+    StorageAccessDenied,
+    StorageError,
+    TargetExited,
+)
+from heapsnap.sinks import s3 as s3_module
 from heapsnap.sinks._s3client import SEND_BLOCK
 from heapsnap.sinks.s3 import (
+    MAX_PARTS,
     S3Config,
     S3Sink,
     abort_incomplete_uploads,
@@ -95,6 +103,45 @@ async def test_parts_are_sent_in_blocks_of_a_mebibyte(
     await sink.commit()
     assert s3_server.client().get_object(Bucket=bucket, Key="blocks.bin")["Body"].read() == data
     assert sent.count(SEND_BLOCK) == 5, sent
+
+
+def test_parts_grow_so_that_ten_thousand_hold_hundreds_of_gibibytes() -> None:
+    sink = S3Sink(S3Config(bucket="b"), "k")
+    sizes = [sink.size_of_part(number) for number in range(1, MAX_PARTS + 1)]
+    assert sizes == sorted(sizes)
+    # Below 39 GiB memory stays at three 8 MiB parts; the largest part is 128 MiB.
+    assert sum(sizes[:5000]) == 5000 * 8 * MiB and sizes[5000] == 16 * MiB
+    assert sizes[-1] == 128 * MiB and sum(sizes) == 340_000 * MiB
+
+
+async def test_parts_grow_on_a_real_server(s3_server: S3Server) -> None:
+    bucket = s3_server.create_bucket()
+    data = os.urandom(MiB) * 23 + b"tail"
+    sink = S3Sink(config_for(s3_server, bucket), "grow.bin", part_size=5 * MiB, grow_after=2, grow_every=1)
+    for offset in range(0, len(data), 3 * MiB):
+        await sink.write(data[offset : offset + 3 * MiB])
+    artifact = await sink.commit()
+    client = s3_server.client()
+    sizes = [
+        client.head_object(Bucket=bucket, Key="grow.bin", PartNumber=n)["ContentLength"] for n in (1, 2, 3, 4)
+    ]
+    assert sizes == [5 * MiB, 5 * MiB, 10 * MiB, 3 * MiB + 4]
+    body = client.get_object(Bucket=bucket, Key="grow.bin")["Body"].read()
+    assert body == data and artifact.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_snapshot_beyond_the_part_limit_fails_and_leaves_nothing(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_module, "MAX_PARTS", 2)
+    bucket = s3_server.create_bucket()
+    sink = S3Sink(config_for(s3_server, bucket), "big.bin", part_size=5 * MiB)
+    await sink.write(os.urandom(11 * MiB))  # two parts sent, the third would be one too many
+    with pytest.raises(StorageError, match=r"larger than one S3 upload can hold \(2 parts.*--gzip") as error:
+        await sink.commit()
+    assert error.value.reason == "SnapshotTooLarge" and not error.value.retryable
+    assert uploads(s3_server, bucket) == []
+    assert "Contents" not in s3_server.client().list_objects_v2(Bucket=bucket)
 
 
 async def test_gzip_round_trip_and_download(s3_server: S3Server) -> None:

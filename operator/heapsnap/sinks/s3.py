@@ -2,10 +2,14 @@
 
 boto3 blocks, so every call runs in a thread; parts upload while chunks keep arriving,
 at most ``max_in_flight`` at a time, so heapsnap holds about
-``(max_in_flight + 1) * part_size`` bytes whatever the snapshot size (two parts
-uploading while the next fills, by default: boto3 itself costs ~30 MiB). A part is a
-list of views of the pieces written, which the summary reads too: nothing is copied.
-Any failure aborts the multipart upload: nothing is left in the bucket.
+``(max_in_flight + 1) * part_size`` bytes (two parts uploading while the next fills,
+by default: boto3 itself costs ~30 MiB). A part is a list of views of the pieces
+written, which the summary reads too: nothing is copied. Any failure aborts the
+multipart upload: nothing is left in the bucket.
+
+S3 takes at most 10,000 parts per upload: 78 GiB of 8 MiB parts. Parts keep their size
+for the first 5,000 (39 GiB, so memory stays as above for any snapshot below that), then
+double every 1,250 parts, up to 16 times their size: 10,000 parts hold 332 GiB.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
 
 MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB
+#: S3's limit on the parts of one multipart upload.
+MAX_PARTS = 10_000
 _DENIED = {
     "AccessDenied",
     "InvalidAccessKeyId",
@@ -173,6 +179,8 @@ class S3Sink:
         gzip: bool = False,
         part_size: int = 8 * MiB,
         max_in_flight: int = 2,
+        grow_after: int = 5_000,
+        grow_every: int = 1_250,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise InvalidInput(f"part_size {part_size} is below S3's minimum of 5 MiB.")
@@ -184,6 +192,8 @@ class S3Sink:
         self.key = key
         self.gzip = gzip
         self.part_size = part_size
+        self._grow_after = grow_after
+        self._grow_every = grow_every
         self._client: S3Client | None = None
         self._upload_id: str | None = None
         # The part being filled: views of the pieces written, not copies of them.
@@ -228,14 +238,22 @@ class S3Sink:
         """Take the next bytes; they are kept, not copied, until their part is uploaded."""
         await self._append(self._bytes.encode(data))
 
+    def size_of_part(self, number: int) -> int:
+        """The size of part ``number`` (counted from 1), the last one excepted."""
+        if number <= self._grow_after:
+            return self.part_size
+        doublings = min(4, 1 + (number - self._grow_after - 1) // self._grow_every)
+        return self.part_size << doublings
+
     async def _append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            taken = min(len(view), self.part_size - self._used)
+            size = self.size_of_part(len(self._tasks) + 1)
+            taken = min(len(view), size - self._used)
             self._pending.append(view[:taken])
             self._used += taken
             view = view[taken:]
-            if self._used == self.part_size:
+            if self._used == size:
                 await self._send_part()
 
     async def _send_part(self) -> None:
@@ -243,8 +261,17 @@ class S3Sink:
         for task in self._tasks:
             if task.done() and task.exception() is not None:
                 await task
-        pieces, self._pending, self._used = self._pending, [], 0
         number = len(self._tasks) + 1
+        if number > MAX_PARTS:
+            stored = sum(self.size_of_part(n) for n in range(1, MAX_PARTS + 1))
+            raise StorageError(
+                f"s3://{self.config.bucket}/{self.key}: the snapshot is larger than one S3 upload can "
+                f"hold ({MAX_PARTS:,} parts, {stored / (1 << 30):,.0f} GiB with parts of "
+                f"{self.part_size // MiB} MiB); store it gzipped (--gzip, spec.storage.compression: gzip) "
+                "or to a file.",
+                reason="SnapshotTooLarge",
+            )
+        pieces, self._pending, self._used = self._pending, [], 0
         # Waiting here holds the capture back: memory stays within (max_in_flight + 1) parts.
         await self._slots.acquire()
         self._tasks.append(asyncio.create_task(self._upload_part(number, pieces)))
