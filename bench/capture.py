@@ -205,7 +205,7 @@ def median_row(rows: list[Row]) -> Row:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heap-mb", type=int, default=180)
-    parser.add_argument("--node", default="20", help="Node.js major version of the target (20, 22, 24)")
+    parser.add_argument("--node", default="20", help="Node.js major version of the target (20, 22, 24, 26)")
     parser.add_argument(
         "--methods", default="write,file,s3,s3-gzip", help="comma-separated subset of write,file,s3,s3-gzip"
     )

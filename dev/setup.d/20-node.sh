@@ -6,7 +6,7 @@ set -euo pipefail
 cache="${HEAPSNAP_CACHE:-$HOME/.cache/heapsnap}/node"
 mkdir -p "$cache"
 command -v node >/dev/null || { echo "node (20) is missing from PATH" >&2; exit 1; }
-for version in 22.23.3 24.21.0; do
+for version in 22.23.3 24.21.0 26.12.1; do
   dir="$cache/$version"
   if [ -x "$dir/bin/node" ] && "$dir/bin/node" --version | grep -qx "v$version"; then
     continue

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.nodeproc import node_binary
+
 APPS = Path(__file__).parent / "apps"
 CACHE = Path(os.environ.get("HEAPSNAP_CACHE", Path.home() / ".cache" / "heapsnap"))
-NODES = {"20": "node", "24": str(CACHE / "node" / "24.21.0" / "bin" / "node")}
+#: The Node.js releases whose snapshots every analysis is checked on.
+VERSIONS = ("20", "24", "26")
 #: How many LeakyThing objects the leaky app plants between baseline and target.
 LEAK_COUNT = 1500
 
@@ -49,11 +52,11 @@ _written: dict[str, SnapshotSeries] = {}
 
 def _series(version: str, factory: pytest.TempPathFactory) -> SnapshotSeries:
     if version not in _written:
-        _written[version] = _write_series(NODES[version], factory.mktemp(f"node{version}") / "series")
+        _written[version] = _write_series(node_binary(version), factory.mktemp(f"node{version}") / "series")
     return _written[version]
 
 
-@pytest.fixture(scope="session", params=sorted(NODES))
+@pytest.fixture(scope="session", params=VERSIONS)
 def series(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SnapshotSeries:
     """Baseline, target and final snapshots of one leaky process, per Node.js release."""
     return _series(request.param, tmp_path_factory)

@@ -31,7 +31,7 @@ StartNode = Callable[..., NodeProcess]
 
 
 @pytest.mark.parametrize("transfer", ["stream", "tempfile"])
-@pytest.mark.parametrize("version", ["20", "22", "24"])
+@pytest.mark.parametrize("version", ["20", "22", "24", "26"])
 async def test_capture_of_a_process_started_with_no_flags(
     node_process: StartNode, tmp_path: Path, version: str, transfer: Transfer
 ) -> None:
@@ -80,7 +80,7 @@ async def test_capture_of_a_process_started_with_no_flags(
 
 
 @pytest.mark.parametrize("transfer", ["stream", "tempfile"])
-@pytest.mark.parametrize("version", ["20", "22", "24"])
+@pytest.mark.parametrize("version", ["20", "22", "24", "26"])
 async def test_busy_javascript_does_not_defer_the_snapshot(
     node_process: StartNode, tmp_path: Path, version: str, transfer: Transfer
 ) -> None:

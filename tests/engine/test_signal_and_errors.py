@@ -35,7 +35,7 @@ def nothing_left(directory: Path) -> bool:
     return not any(directory.iterdir())
 
 
-@pytest.mark.parametrize("version", ["20", "24"])
+@pytest.mark.parametrize("version", ["20", "24", "26"])
 async def test_signal_method(node_process: StartNode, tmp_path: Path, version: str) -> None:
     diag = tmp_path / "diag"
     diag.mkdir()

@@ -27,7 +27,14 @@ StartNode = Callable[..., NodeProcess]
 
 @pytest.mark.parametrize(
     ("version", "transfer"),
-    [("20", "tempfile"), ("20", "stream"), ("22", "stream"), ("24", "tempfile"), ("24", "stream")],
+    [
+        ("20", "tempfile"),
+        ("20", "stream"),
+        ("22", "stream"),
+        ("24", "tempfile"),
+        ("24", "stream"),
+        ("26", "tempfile"),
+    ],
 )
 async def test_a_worker_s_heap_is_captured_and_the_process_left_as_found(
     node_process: StartNode, tmp_path: Path, version: str, transfer: Transfer

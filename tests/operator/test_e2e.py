@@ -129,7 +129,10 @@ def test_spec_is_immutable(cluster: Any, crd: Path, namespace: str) -> None:
 # -- captures -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("transfer", "used"), [(None, "tempfile"), ("stream", "stream")])
+@pytest.mark.parametrize(
+    ("version", "transfer", "used"),
+    [("20", None, "tempfile"), ("20", "stream", "stream"), ("26", "stream", "stream")],
+)
 def test_inspector_capture_of_a_process_started_without_flags(
     cluster: Any,
     namespace: str,
@@ -137,10 +140,14 @@ def test_inspector_capture_of_a_process_started_without_flags(
     start_operator: Callable[..., OperatorProcess],
     s3: Any,
     credentials: str,
+    version: str,
     transfer: str | None,
     used: str,
 ) -> None:
-    pod = node_pod_factory(namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": "20000"})
+    # Node 26 (the LTS) sends 1 MiB chunks: each crosses the port-forward in many frames.
+    pod = node_pod_factory(
+        namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": "20000"}, node_version=version
+    )
     start_operator()
     spec = snapshot_spec(s3, "leaky", method="inspector")
     spec["target"]["process"] = {"pid": pod.pid}

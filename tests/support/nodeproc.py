@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-NODE_VERSIONS = {"20": "node", "22": "22.23.3", "24": "24.21.0"}
+NODE_VERSIONS = {"20": "node", "22": "22.23.3", "24": "24.21.0", "26": "26.12.1"}
 
 LEAKY_APP = r"""
 const http = require('http');
@@ -72,7 +72,7 @@ worker.once('message', () => {
 
 
 def node_binary(version: str = "20") -> str:
-    """Path of the Node.js binary for a major version the tests use (20, 22, 24)."""
+    """Path of the Node.js binary for a major version the tests use (20, 22, 24, 26)."""
     release = NODE_VERSIONS.get(version, version)
     if release == "node":
         return "node"
