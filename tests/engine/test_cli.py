@@ -229,6 +229,21 @@ def test_capture_series_bad_input_is_refused(tmp_path: Path, extra: list[str], m
 
 
 @pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--s3", "s3://b/k", "--sse", "AES256", "--sse-kms-key-id", "alias/k"], "it needs --sse aws:kms"),
+        (["-o", "x.heapsnapshot", "--sse", "AES256"], "they need --s3 s3://bucket/prefix"),
+        (["-o", "x.heapsnapshot", "--sse-kms-key-id", "alias/k"], "they need --s3 s3://bucket/prefix"),
+    ],
+)
+def test_capture_storage_bad_input_is_refused(tmp_path: Path, extra: list[str], message: str) -> None:
+    done = heapsnap("capture", "--pid", "1", *extra, cwd=tmp_path)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     ("name", "number", "numbered"),
     [
         ("api.heapsnapshot", 1, "api-1.heapsnapshot"),

@@ -16,6 +16,7 @@ from botocore.awsrequest import AWSConnection
 from heapsnap.engine import CaptureOptions, ProcessSelector, Progress, Transfer, capture
 from heapsnap.errors import (
     BucketNotFound,
+    InvalidInput,
     ProcessNotFound,
     StorageAccessDenied,
     StorageError,
@@ -81,6 +82,23 @@ async def test_multipart_bytes_sha256_and_encryption(s3_server: S3Server) -> Non
     if s3_server.reports_sse:
         assert stored.get("ServerSideEncryption") == "AES256"
     assert uploads(s3_server, bucket) == []
+
+
+async def test_encryption_with_a_kms_key_of_ones_own(s3_server: S3Server) -> None:
+    bucket = s3_server.create_bucket()
+    config = config_for(s3_server, bucket, server_side_encryption="aws:kms", kms_key_id="alias/heapsnaps")
+    sink = S3Sink(config, "kms.bin")
+    await sink.write(b"x" * 1000)
+    await sink.commit()
+    head = s3_server.client().head_object(Bucket=bucket, Key="kms.bin")
+    if s3_server.reports_sse:  # versitygw accepts the headers and reports none
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", "alias/heapsnaps")
+
+
+def test_a_kms_key_without_aws_kms_is_refused() -> None:
+    config = S3Config(bucket="b", server_side_encryption="AES256", kms_key_id="alias/k")
+    with pytest.raises(InvalidInput, match="kmsKeyId 'alias/k' needs serverSideEncryption aws:kms"):
+        S3Sink(config, "k")
 
 
 async def test_parts_are_sent_in_blocks_of_a_mebibyte(

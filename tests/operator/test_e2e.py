@@ -107,6 +107,10 @@ def credentials(cluster: Any, namespace: str, s3: Any) -> str:
             "the snapshot signal captures the main thread only",
         ),
         ({"target": {"podName": "a", "process": {"workerThreadId": 0}}}, "workerThreadId"),
+        (
+            {"target": {"podName": "a"}, "storage": {"s3": {"bucket": "b", "kmsKeyId": "alias/k"}}},
+            "kmsKeyId needs spec.storage.s3.serverSideEncryption aws:kms",
+        ),
     ],
 )
 def test_invalid_specs_are_rejected_by_the_api_server(

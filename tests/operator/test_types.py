@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from heapsnap.controller.backends import s3_config
 from heapsnap.errors import InvalidInput
 from heapsnap.k8s.types import LabelSelector, object_key, parse_spec
 
@@ -57,6 +58,11 @@ def test_defaults() -> None:
         (with_("storage.s3.bucket", "s3://snaps"), "spec.storage.s3.bucket"),
         (with_("storage.s3.bucket", None), "spec.storage.s3.bucket"),
         (with_("storage.s3.endpoint", "minio:9000"), "spec.storage.s3.endpoint"),
+        (with_("storage.s3.kmsKeyId", "alias/snaps"), "spec.storage.s3.kmsKeyId"),
+        (
+            with_("storage.s3", {"bucket": "b", "serverSideEncryption": "AES256", "kmsKeyId": "k"}),
+            "set serverSideEncryption to aws:kms",
+        ),
         (with_("compression", "zstd"), "spec.compression"),
         (with_("deletionPolicy", "Orphan"), "spec.deletionPolicy"),
         (with_("timeoutSeconds", 0), "spec.timeoutSeconds"),
@@ -75,6 +81,14 @@ def test_bad_spec_names_the_field(spec: dict[str, Any], field: str) -> None:
         parse_spec(spec)
     assert field in info.value.message
     assert info.value.reason == "InvalidSpec"
+
+
+def test_a_kms_key_reaches_the_s3_config() -> None:
+    spec = parse_spec(
+        with_("storage.s3", {"bucket": "b", "serverSideEncryption": "aws:kms", "kmsKeyId": "alias/k"})
+    )
+    config = s3_config(spec, {})
+    assert (config.server_side_encryption, config.kms_key_id) == ("aws:kms", "alias/k")
 
 
 def test_selector_query() -> None:

@@ -74,6 +74,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--s3-path-style", action="store_true", help="address buckets by path, not host name")
     parser.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
     parser.add_argument(
+        "--sse-kms-key-id",
+        metavar="KEY",
+        help="KMS key (id, ARN or alias/NAME) for --sse aws:kms, which it implies",
+    )
+    parser.add_argument(
         "--series",
         type=int,
         metavar="N",
@@ -120,6 +125,15 @@ def _check_series(args: argparse.Namespace) -> None:
         raise InvalidInput("--series needs --pid: a series is taken by heapsnap's own inspector session.")
 
 
+def _check_storage(args: argparse.Namespace) -> None:
+    if args.sse_kms_key_id is not None and args.sse == "AES256":
+        raise InvalidInput(
+            "--sse-kms-key-id names a KMS key: it needs --sse aws:kms (or no --sse), not AES256."
+        )
+    if (args.sse or args.sse_kms_key_id) and not args.s3:
+        raise InvalidInput("--sse and --sse-kms-key-id encrypt in S3: they need --s3 s3://bucket/prefix.")
+
+
 def _s3_key(args: argparse.Namespace) -> tuple[str, str]:
     bucket, key = parse_s3_uri(args.s3)
     if not key or key.endswith("/"):
@@ -140,7 +154,8 @@ def _sink(args: argparse.Namespace, s3_key: tuple[str, str] | None, number: int 
         endpoint_url=args.s3_endpoint,
         region=args.s3_region,
         force_path_style=args.s3_path_style,
-        server_side_encryption=args.sse,
+        server_side_encryption=args.sse or ("aws:kms" if args.sse_kms_key_id else None),
+        kms_key_id=args.sse_kms_key_id,
     )
     return S3Sink(config, key if number is None else series_name(key, number), gzip=args.gzip)
 
@@ -246,6 +261,7 @@ def _run(args: argparse.Namespace) -> int:
             "--method signal needs --pid: a signal cannot be sent through an inspector address."
         )
     _check_series(args)
+    _check_storage(args)
     options = CaptureOptions(
         method=args.method,
         transfer=args.transfer,

@@ -39,6 +39,7 @@ def s3_config(spec: HeapSnapshotSpec, credentials: Mapping[str, str]) -> s3.S3Co
         secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
         session_token=credentials.get("AWS_SESSION_TOKEN"),
         server_side_encryption=spec.s3.server_side_encryption,
+        kms_key_id=spec.s3.kms_key_id,
     )
 
 

@@ -67,6 +67,7 @@ class S3Spec:
     force_path_style: bool = False
     credentials_secret: str | None = None
     server_side_encryption: str | None = None
+    kms_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,13 @@ def parse_s3(d: Mapping[str, Any]) -> S3Spec:
         raise InvalidInput(
             f"spec.storage.s3.endpoint is {endpoint!r}; it must start with http:// or https://."
         )
+    encryption = _get(d, "serverSideEncryption", path, str)
+    kms_key_id = _get(d, "kmsKeyId", path, str)
+    if kms_key_id is not None and encryption != "aws:kms":
+        raise InvalidInput(
+            f"spec.storage.s3.kmsKeyId is set but spec.storage.s3.serverSideEncryption is "
+            f"{encryption or 'unset'}: set serverSideEncryption to aws:kms, or remove kmsKeyId."
+        )
     return S3Spec(
         bucket=bucket,
         prefix=_get(d, "prefix", path, str, "").strip("/"),
@@ -175,7 +183,8 @@ def parse_s3(d: Mapping[str, Any]) -> S3Spec:
         region=_get(d, "region", path, str),
         force_path_style=_get(d, "forcePathStyle", path, bool, False),
         credentials_secret=_get(d, "credentialsSecret", path, str),
-        server_side_encryption=_get(d, "serverSideEncryption", path, str),
+        server_side_encryption=encryption,
+        kms_key_id=kms_key_id,
     )
 
 

@@ -62,6 +62,8 @@ class S3Config:
     secret_access_key: str | None = None
     session_token: str | None = None
     server_side_encryption: str | None = None
+    #: The KMS key (id, ARN or alias) for ``aws:kms``; None: the bucket's, else AWS's own.
+    kms_key_id: str | None = None
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -188,6 +190,11 @@ class S3Sink:
             raise InvalidInput(
                 f"serverSideEncryption {config.server_side_encryption!r}: use AES256 or aws:kms."
             )
+        if config.kms_key_id is not None and config.server_side_encryption != "aws:kms":
+            raise InvalidInput(
+                f"kmsKeyId {config.kms_key_id!r} needs serverSideEncryption aws:kms "
+                f"(it is {config.server_side_encryption or 'unset'}): set it, or drop the key."
+            )
         self.config = config
         self.key = key
         self.gzip = gzip
@@ -215,6 +222,8 @@ class S3Sink:
             extra["ContentEncoding"] = "gzip"
         if self.config.server_side_encryption:
             extra["ServerSideEncryption"] = self.config.server_side_encryption
+        if self.config.kms_key_id:
+            extra["SSEKMSKeyId"] = self.config.kms_key_id
         return extra
 
     async def prepare(self) -> None:
