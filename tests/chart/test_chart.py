@@ -67,6 +67,35 @@ CASES = [
             ),
             ("ClusterRole", f"{FULLNAME}-view", "rules[0].verbs", ["get", "list", "watch"]),
             ("Role", f"{FULLNAME}-leader-election", "metadata.namespace", NAMESPACE),
+            (
+                "Service",
+                f"{FULLNAME}-metrics",
+                "spec.ports",
+                [
+                    {"name": "metrics", "port": 8080, "targetPort": "health", "protocol": "TCP"},
+                ],
+            ),
+            ("ServiceMonitor", FULLNAME, "", ABSENT),
+        ),
+    ),
+    Case(
+        "service-monitor",
+        sets=(
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.interval=30s",
+            "metrics.serviceMonitor.labels.release=prometheus",
+            "healthPort=9090",
+        ),
+        expect=(
+            ("Service", f"{FULLNAME}-metrics", "spec.ports[name=metrics].port", 9090),
+            (
+                "ServiceMonitor",
+                FULLNAME,
+                "spec.endpoints",
+                [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
+            ),
+            ("ServiceMonitor", FULLNAME, "metadata.labels[release]", "prometheus"),
+            ("ServiceMonitor", FULLNAME, "spec.namespaceSelector.matchNames", [NAMESPACE]),
         ),
     ),
     Case(
@@ -173,7 +202,11 @@ def test_rendered_objects(helm: Helm, case: Case) -> None:
 
     deployment = manifests.get("Deployment", case.fullname)
     _assert_restricted(deployment)
-    assert not manifests.of_kind("Service"), "the operator exposes no metrics, so no Service"
+    # /metrics is reached through the operator pods' own labels, on the probes' port.
+    for service in manifests.of_kind("Service"):
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    for monitor in manifests.of_kind("ServiceMonitor"):
+        assert monitor["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     for obj in manifests.objects:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == RELEASE, obj["metadata"]["name"]
@@ -219,6 +252,7 @@ REJECTED = [
     ("unknown-log-level", "logLevel=TRACE", "logLevel"),
     ("port-below-1024", "healthPort=80", "healthPort"),
     ("bad-digest", "image.digest=latest", "digest"),
+    ("bad-scrape-interval", "metrics.serviceMonitor.interval=30", "interval"),
 ]
 
 
@@ -240,6 +274,19 @@ def test_two_replicas_without_leader_election_fail_with_the_fix(helm: Helm) -> N
     )
     assert result.returncode != 0
     assert "needs leaderElection.enabled: true" in result.stderr, result.stderr
+
+
+def test_a_service_monitor_without_its_service_fails_with_the_fix(helm: Helm) -> None:
+    result = helm.run(
+        "template",
+        "hs",
+        str(CHART),
+        "--set=metrics.service.enabled=false",
+        "--set=metrics.serviceMonitor.enabled=true",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "needs metrics.service.enabled" in result.stderr, result.stderr
 
 
 def test_chart_crds_are_an_identical_copy_of_the_source_of_truth() -> None:

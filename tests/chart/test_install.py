@@ -390,6 +390,11 @@ def _healthz(port: int) -> bool:
         return False
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 @pytest.mark.slow
 def test_operator_from_the_image_runs_as_the_chart_identity(
     cluster: Cluster,
@@ -398,7 +403,7 @@ def test_operator_from_the_image_runs_as_the_chart_identity(
     tmp_path: Path,
 ) -> None:
     """The image's install, as the image's user on a read-only tree, with the release's
-    env and its ServiceAccount token: it serves /healthz and takes its Lease. (The capture
+    env and its ServiceAccount token: it serves /healthz and /metrics and takes its Lease. (The capture
     with this identity and the exit on SIGTERM are the next test's.)"""
     pod_name = f"{installed.service_account}-5d8f7c9b4-x2k7q"
     port = free_port()
@@ -420,6 +425,9 @@ def test_operator_from_the_image_runs_as_the_chart_identity(
         )
         peak = _peak_rss_kib(operator.pid)
         print(f"operator peak RSS, idle leader: {peak / 1024:.1f} MiB")
+        # The chart's metrics Service points at this port: the image serves Prometheus' format.
+        wait_until("/metrics to show the leader", lambda: "\nheapsnap_leader 1.0\n" in _metrics(port), 10)
+        assert "\nheapsnap_captures_running 0.0\n" in _metrics(port)
     finally:
         os.killpg(operator.pid, signal.SIGTERM)
         try:

@@ -17,6 +17,7 @@ import pytest
 
 from heapsnap.controller import capture
 from heapsnap.controller.capture import Limits, run_capture
+from heapsnap.controller.metrics import Metrics
 from heapsnap.engine import Progress, TargetInfo
 from heapsnap.errors import HeapsnapError, InvalidInput, PodError, SignalNotHandled
 from heapsnap.k8s.objects import ResolvedTarget
@@ -204,10 +205,16 @@ def body(
 
 
 async def run(
-    b: dict[str, Any], cluster: FakeCluster, backends: FakeBackends, limits: Limits | None = None
+    b: dict[str, Any],
+    cluster: FakeCluster,
+    backends: FakeBackends,
+    limits: Limits | None = None,
+    metrics: Metrics | None = None,
 ) -> Events:
     events = Events()
-    await run_capture(b, cluster=cluster, backends=backends, recorder=events, limits=limits or Limits(4))
+    await run_capture(
+        b, cluster=cluster, backends=backends, recorder=events, limits=limits or Limits(4), metrics=metrics
+    )
     return events
 
 
@@ -383,10 +390,16 @@ async def test_one_capture_per_pod_and_a_global_limit() -> None:
     pods = {f"p{i}": make_pod(f"p{i}", f"uid-p{i}") for i in range(6)}
     cluster = FakeCluster(pods=pods)
     running: list[int] = [0, 0]
+    limits = Limits(max_concurrent=2)
+    metrics = Metrics()
+    metrics.watch_slots(lambda: limits.active, lambda: limits.waiting)
+    gauges: list[tuple[float | None, float | None]] = []
 
     def probe() -> None:
         running[0] += 1
         running[1] = max(running[1], running[0])
+        scraped = metrics.registry.get_sample_value
+        gauges.append((scraped("heapsnap_captures_running"), scraped("heapsnap_captures_waiting")))
 
     async def behaviour(on_progress: Callable[[Any], Awaitable[None]]) -> Any:
         result = await succeed(delay=0.05, probe=probe)(on_progress)
@@ -394,11 +407,15 @@ async def test_one_capture_per_pod_and_a_global_limit() -> None:
         return result
 
     backends = FakeBackends(behaviour)
-    limits = Limits(max_concurrent=2)
     bodies = [body(f"s{i}", pod=f"p{i % 3}") for i in range(6)]
-    await asyncio.gather(*(run(b, cluster, backends, limits) for b in bodies))
+    await asyncio.gather(*(run(b, cluster, backends, limits, metrics) for b in bodies))
     assert backends.captures == 6
     assert running[1] <= 2 and limits.peak <= 2
+    # Two run at once while the other four wait; when the last starts, nobody waits.
+    assert max(r for r, _ in gauges) == 2 and gauges[0][1] == 4 and gauges[-1][1] == 0
+    assert (limits.active, limits.waiting) == (0, 0)
+    finished = {"namespace": "shop", "outcome": "Succeeded", "reason": "Succeeded"}
+    assert metrics.registry.get_sample_value("heapsnap_captures_total", finished) == 6
     waits = [c for p in cluster.patches for c in p.get("conditions", []) if c["reason"] == "Waiting"]
     assert waits, "waiting resources say so in their Ready condition"
 

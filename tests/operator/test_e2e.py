@@ -29,6 +29,7 @@ from tests.operator.conftest import (
     wait_for,
 )
 from tests.support.nodeproc import GROWING_APP, LEAKY_APP, WORKER_APP
+from tests.support.s3server import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
@@ -152,7 +153,7 @@ def test_inspector_capture_of_a_process_started_without_flags(
     pod = node_pod_factory(
         namespace, "leaky", script=LEAKY_APP, env={"LEAKY_COUNT": "20000"}, node_version=version
     )
-    start_operator()
+    operator = start_operator(HEAPSNAP_HEALTH_PORT=str(free_port()))
     spec = snapshot_spec(s3, "leaky", method="inspector")
     spec["target"]["process"] = {"pid": pod.pid}
     if transfer is not None:
@@ -175,6 +176,17 @@ def test_inspector_capture_of_a_process_started_without_flags(
     assert {"TargetResolved", "Succeeded"} <= reasons
     table = cluster.kubectl("get", "hsnap", "snap", "-n", namespace).stdout
     assert "Succeeded" in table and "leaky" in table
+    metrics = operator.metrics()
+    ns = ("namespace", namespace)
+    succeeded = frozenset({ns, ("outcome", "Succeeded"), ("reason", "Succeeded")})
+    assert metrics[("heapsnap_captures_total", succeeded)] == 1
+    assert metrics[("heapsnap_target_pause_seconds_count", frozenset({ns}))] == 1
+    paused = metrics[("heapsnap_target_pause_seconds_sum", frozenset({ns}))]
+    assert paused == pytest.approx(status["durations"]["pauseSeconds"], abs=0.002)
+    assert metrics[("heapsnap_snapshot_stored_bytes_sum", frozenset({ns}))] == artifact["compressedBytes"]
+    assert metrics[("heapsnap_captures_running", frozenset())] == 0
+    assert metrics[("heapsnap_leader", frozenset())] == 1
+    assert metrics[("process_resident_memory_bytes", frozenset())] > 0
 
 
 def test_a_worker_thread_of_a_pod(
@@ -259,7 +271,7 @@ def test_failures_have_a_reason(
         spec["storage"]["s3"]["credentialsSecret"] = "wrong"
     elif case == "missing-bucket":
         spec["storage"]["s3"]["bucket"] = "no-such-bucket"
-    start_operator()
+    operator = start_operator(HEAPSNAP_HEALTH_PORT=str(free_port()))
     apply_snapshot(cluster, namespace, "snap", spec)
     obj = wait_finished(cluster, namespace, "snap")
     assert obj["status"]["phase"] == "Failed"
@@ -270,6 +282,8 @@ def test_failures_have_a_reason(
     warnings = [e for e in events_for(cluster, namespace, "snap") if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == [reason]
     assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+    failed = frozenset({("namespace", namespace), ("outcome", "Failed"), ("reason", reason)})
+    assert operator.metrics()[("heapsnap_captures_total", failed)] == 1
 
 
 @dataclass

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from heapsnap.controller.metrics import Metrics
 from heapsnap.errors import CaptureTimeout, HeapsnapError, PodError
 from heapsnap.k8s import conditions as c
 from heapsnap.k8s.objects import ResolvedTarget, ResourceGone, check_running, resolve
@@ -108,6 +109,7 @@ class Limits:
     _pods: dict[str, asyncio.Lock] = field(default_factory=dict)
     active: int = 0
     peak: int = 0
+    waiting: int = 0  # for another capture of the same pod, or for a slot
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -121,18 +123,26 @@ class Limits:
     @contextlib.asynccontextmanager
     async def hold(self, pod_uid: str, on_wait: Callable[[str], Awaitable[None]]) -> AsyncIterator[None]:
         lock = self.pod_lock(pod_uid)
-        if lock.locked():
-            await on_wait("Waiting for another HeapSnapshot of the same pod to finish.")
-        async with lock:
-            if self.slots.locked():
-                await on_wait(f"Waiting for a capture slot ({self.max_concurrent} run at a time).")
-            async with self.slots:
-                self.active += 1
-                self.peak = max(self.peak, self.active)
-                try:
-                    yield
-                finally:
-                    self.active -= 1
+        self.waiting += 1  # until both the pod's lock and a slot are held
+        holding = False
+        try:
+            if lock.locked():
+                await on_wait("Waiting for another HeapSnapshot of the same pod to finish.")
+            async with lock:
+                if self.slots.locked():
+                    await on_wait(f"Waiting for a capture slot ({self.max_concurrent} run at a time).")
+                async with self.slots:
+                    self.waiting -= 1
+                    holding = True
+                    self.active += 1
+                    self.peak = max(self.peak, self.active)
+                    try:
+                        yield
+                    finally:
+                        self.active -= 1
+        finally:
+            if not holding:
+                self.waiting -= 1
         if not lock.locked() and self._pods.get(pod_uid) is lock:
             del self._pods[pod_uid]
 
@@ -161,6 +171,7 @@ class CaptureRun:
         backends: Backends,
         recorder: Recorder,
         limits: Limits,
+        metrics: Metrics | None = None,
     ) -> None:
         meta = body["metadata"]
         self.namespace: str = meta["namespace"]
@@ -174,6 +185,7 @@ class CaptureRun:
         self.backends = backends
         self.recorder = recorder
         self.limits = limits
+        self.metrics = metrics
         self._last_progress = 0.0
         self._credentials: dict[str, str] = {}
         self._stopping_since: float | None = None
@@ -203,6 +215,8 @@ class CaptureRun:
         self.status["completionTime"] = c.now_rfc3339()
         await self.save()
         self.recorder.event("Warning", error.reason, error.message)
+        if self.metrics is not None:
+            self.metrics.failed(self.namespace, error.reason)
 
     # -- the flow ------------------------------------------------------------------
 
@@ -470,6 +484,8 @@ class CaptureRun:
         self._condition(c.READY, "True", "Succeeded", message)
         await self.save()
         self.recorder.event("Normal", "Succeeded", message)
+        if self.metrics is not None:
+            self.metrics.succeeded(self.namespace, results)
 
     async def _abandon(self, spec: HeapSnapshotSpec) -> None:
         """A new operator found the capture interrupted: clean up and fail the resource."""
@@ -644,10 +660,18 @@ class CaptureRun:
 
 
 async def run_capture(
-    body: Mapping[str, Any], *, cluster: ClusterOps, backends: Backends, recorder: Recorder, limits: Limits
+    body: Mapping[str, Any],
+    *,
+    cluster: ClusterOps,
+    backends: Backends,
+    recorder: Recorder,
+    limits: Limits,
+    metrics: Metrics | None = None,
 ) -> None:
     """Entry point for the kopf handler; ends quietly if the resource disappears meanwhile."""
-    run = CaptureRun(body, cluster=cluster, backends=backends, recorder=recorder, limits=limits)
+    run = CaptureRun(
+        body, cluster=cluster, backends=backends, recorder=recorder, limits=limits, metrics=metrics
+    )
     try:
         await run.execute()
     except ResourceGone:

@@ -92,6 +92,7 @@ async def capture_snapshot(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         backends=memo["backends"],
         recorder=KopfRecorder(body),
         limits=memo["limits"],
+        metrics=memo.get("metrics"),
     )
 
 

@@ -19,6 +19,7 @@ from heapsnap.controller.backends import RealBackends
 from heapsnap.controller.capture import Limits
 from heapsnap.controller.health import serve_health
 from heapsnap.controller.leader import LeaderElector
+from heapsnap.controller.metrics import Metrics
 from heapsnap.controller.settings import Settings
 from heapsnap.controller.ttl import sweep_forever
 from heapsnap.k8s.api import connect
@@ -37,10 +38,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
     api = connect()
     await asyncio.to_thread(api.warm_up)
     await asyncio.to_thread(s3.warm_up)
+    limits = Limits(max_concurrent=settings.max_concurrent_captures)
+    metrics = Metrics()
+    metrics.watch_slots(lambda: limits.active, lambda: limits.waiting)
     memo = kopf.Memo(
         cluster=Cluster(api),
         backends=RealBackends(api),
-        limits=Limits(max_concurrent=settings.max_concurrent_captures),
+        limits=limits,
+        metrics=metrics,
         settings=settings,
         stop=stop,
     )
@@ -49,7 +54,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
         if settings.leader_election
         else None
     )
-    async with serve_health(settings.health_port):
+    async with serve_health(settings.health_port, metrics=metrics):
         if elector is not None:
             acquired = asyncio.ensure_future(elector.acquire())
             stopped = asyncio.ensure_future(stop.wait())
@@ -58,6 +63,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
                 acquired.cancel()
                 return 0
             stopped.cancel()
+        metrics.leader.set(1)
         operator = asyncio.ensure_future(
             kopf.operator(
                 registry=kopf.get_default_registry(),
@@ -91,6 +97,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        metrics.leader.set(0)
         if elector is not None and not lost:
             await elector.release()
         return 1 if lost or failed else 0
