@@ -17,6 +17,7 @@ def test_capture_manifest_is_a_valid_spec() -> None:
             *("capture", "api-0", "-c", "app", "--s3", "s3://snaps/heap/"),
             *("--endpoint", "http://127.0.0.1:9000", "--path-style", "--credentials-secret", "s3"),
             *("--method", "inspector", "--timeout", "60", "--pid", "7", "--worker", "2"),
+            *("--sse-kms-key-id", "alias/heap"),
         ]
     )
     manifest = build_manifest(args, "shop")
@@ -26,6 +27,7 @@ def test_capture_manifest_is_a_valid_spec() -> None:
     assert (spec.s3.bucket, spec.s3.prefix, spec.s3.force_path_style) == ("snaps", "heap", True)
     assert (spec.s3.credentials_secret, spec.timeout_seconds) == ("s3", 60)
     assert (spec.target.pid, spec.target.worker_thread_id) == (7, 2)
+    assert (spec.s3.server_side_encryption, spec.s3.kms_key_id) == ("aws:kms", "alias/heap")
 
 
 @pytest.mark.parametrize("uri", ["snaps", "s3://", "https://snaps"])

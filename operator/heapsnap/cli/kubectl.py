@@ -54,6 +54,8 @@ def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         ("endpoint", args.endpoint),
         ("region", args.region),
         ("credentialsSecret", args.credentials_secret),
+        ("serverSideEncryption", args.sse or ("aws:kms" if args.sse_kms_key_id else None)),
+        ("kmsKeyId", args.sse_kms_key_id),
     ):
         if value:
             s3[key] = value
@@ -284,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--region")
     cap.add_argument("--path-style", action="store_true", help="path-style S3 addressing")
     cap.add_argument("--credentials-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    cap.add_argument("--sse", choices=("AES256", "aws:kms"), help="spec.storage.s3.serverSideEncryption")
+    cap.add_argument(
+        "--sse-kms-key-id", metavar="KEY", help="spec.storage.s3.kmsKeyId (implies --sse aws:kms)"
+    )
     cap.add_argument("--no-gzip", action="store_true")
     cap.add_argument("--preflight", choices=("enforce", "warn", "skip"), default="enforce")
     cap.add_argument("--timeout", type=int, help="spec.timeoutSeconds")
