@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from heapsnap.controller import capture
+from heapsnap.controller import capture as capture_module
 from heapsnap.controller.capture import Limits, run_capture
 from heapsnap.controller.metrics import Metrics
 from heapsnap.engine import Progress, TargetInfo
@@ -434,6 +435,18 @@ async def test_series_stores_every_snapshot_and_analyses_them() -> None:
     analyzed = next(c for c in status["conditions"] if c["type"] == "Analyzed")
     assert analyzed["status"] == "True" and "LeakyThing" in analyzed["message"]
     assert ("Normal", "Analyzed") in [e[:2] for e in events.items]
+
+
+async def test_a_series_too_large_to_analyse_here_names_the_command_that_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(capture_module, "ANALYSIS_MAX_BYTES", 19)  # succeed() stores 20 bytes
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    await run(body(method="inspector", series={"count": 3, "intervalSeconds": 0}), cluster, backends)
+    assert cluster.status["phase"] == "Succeeded" and backends.analyses == []
+    analyzed = next(c for c in cluster.status["conditions"] if c["type"] == "Analyzed")
+    assert (analyzed["status"], analyzed["reason"]) == ("False", "TooLargeToAnalyze")
+    assert "kubectl heapsnap analyze snap -n shop" in analyzed["message"]
 
 
 async def test_series_interrupted_by_a_restart_removes_every_snapshot() -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -176,6 +177,8 @@ def test_inspector_capture_of_a_process_started_without_flags(
     assert {"TargetResolved", "Succeeded"} <= reasons
     table = cluster.kubectl("get", "hsnap", "snap", "-n", namespace).stdout
     assert "Succeeded" in table and "leaky" in table
+    wide = cluster.kubectl("get", "hsnap", "snap", "-n", namespace, "-o", "wide").stdout
+    assert f" {status['durations']['pauseSeconds']:g} " in wide, wide
     metrics = operator.metrics()
     ns = ("namespace", namespace)
     succeeded = frozenset({ns, ("outcome", "Succeeded"), ("reason", "Succeeded")})
@@ -518,21 +521,11 @@ def test_kubectl_plugin_capture_get_list(
     credentials: str,
     tmp_path: Path,
 ) -> None:
-    import os
-    import sys
-
     pod = node_pod_factory(namespace, "app", script=LEAKY_APP, env={"LEAKY_COUNT": "1000"})
     start_operator()
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
 
-    def plugin(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "heapsnap.cli.kubectl", "-n", namespace, *args],
-            capture_output=True,
-            text=True,
-            env={**env, **extra_env},
-            timeout=300,
-        )
+    def plugin(*args: str) -> subprocess.CompletedProcess[str]:
+        return kubectl_heapsnap(cluster, namespace, *args)
 
     captured = plugin(
         "capture", "app", "--pid", str(pod.pid), "--method", "inspector", "--s3", f"s3://{s3.bucket}/plugin",
@@ -553,6 +546,17 @@ def test_kubectl_plugin_capture_get_list(
     assert listed.returncode == 0 and name in listed.stdout and "Succeeded" in listed.stdout
 
 
+def kubectl_heapsnap(cluster: Any, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The kubectl plugin, as a user with the cluster's kubeconfig runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "heapsnap.cli.kubectl", "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        timeout=300,
+    )
+
+
 def test_series_and_compare_to(
     cluster: Any,
     namespace: str,
@@ -560,6 +564,7 @@ def test_series_and_compare_to(
     start_operator: Callable[..., OperatorProcess],
     s3: Any,
     credentials: str,
+    tmp_path: Path,
 ) -> None:
     pod = node_pod_factory(namespace, "grow", script=GROWING_APP)
     start_operator()
@@ -583,6 +588,19 @@ def test_series_and_compare_to(
     assert comparison["baseline"] == status["artifact"]["uri"]
     growth = {c["name"]: c["countDelta"] for c in comparison["classes"]}
     assert growth.get("LeakyThing", 0) > 0, comparison
+
+    # The same analyses on the user's machine, with the resource's Secret: the series' leak
+    # suspects equal the operator's, and compareTo's comparison gets its HTML report.
+    local = kubectl_heapsnap(cluster, namespace, "analyze", "series", "--json", "--top", "10")
+    assert local.returncode == 0, local.stderr
+    fields = ("name", "count", "shallowSize", "retainedSize", "representativeId")
+    suspects = [[s[f] for f in fields] for s in json.loads(local.stdout)["suspects"]]
+    assert suspects == [[s[f] for f in fields] for s in status["leakSuspects"]["suspects"]]
+    report = tmp_path / "later.html"
+    local = kubectl_heapsnap(cluster, namespace, "analyze", "later", "--html", str(report))
+    assert local.returncode == 0, local.stderr
+    assert f"diff of {status['artifact']['uri']}, {obj['status']['artifact']['uri']}" in local.stdout
+    assert "LeakyThing" in local.stdout and "LeakyThing" in report.read_text()
 
 
 def test_sigterm_while_waiting_for_the_lease_and_while_leading_exits_0_and_hands_it_back(

@@ -3,10 +3,11 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from heapsnap.cli.kubectl import build_manifest, build_parser, download, parse_s3_uri
+from heapsnap.cli.kubectl import analysis_plan, build_manifest, build_parser, download, parse_s3_uri
 from heapsnap.errors import InvalidInput, StorageError
 from heapsnap.k8s.types import parse_spec
 
@@ -47,3 +48,45 @@ def test_download_keeps_only_verified_bytes(tmp_path: Path) -> None:
         download(io.BytesIO(data), other, "0" * 64)
     assert info.value.reason == "ChecksumMismatch"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def resource(name: str, phase: str = "Succeeded", uris: tuple[str, ...] = (), **spec: Any) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase}
+    if uris:
+        status["artifact"] = {"uri": uris[-1]}
+    if len(uris) > 1:
+        status["artifacts"] = [{"uri": u} for u in uris]
+    return {"metadata": {"name": name}, "spec": spec, "status": status}
+
+
+def no_baseline(name: str) -> dict[str, Any]:
+    raise AssertionError(f"{name} should not be read")
+
+
+@pytest.mark.parametrize(
+    ("obj", "kind", "sources"),
+    [
+        (
+            resource("s", uris=("s3://b/1", "s3://b/2", "s3://b/3", "s3://b/4")),
+            "leaks",
+            ["s3://b/1", "s3://b/3", "s3://b/4"],
+        ),
+        (resource("s", uris=("s3://b/1", "s3://b/2")), "diff", ["s3://b/1", "s3://b/2"]),
+        (resource("one", uris=("s3://b/x",)), "summary", ["s3://b/x"]),
+    ],
+)
+def test_analysis_plan_follows_the_operator(obj: dict[str, Any], kind: str, sources: list[str]) -> None:
+    assert analysis_plan(obj, no_baseline) == (kind, sources)
+
+
+def test_analysis_plan_compares_with_compare_to() -> None:
+    later = resource("later", uris=("s3://b/later",), compareTo="before")
+    plan = analysis_plan(later, lambda name: resource(name, uris=("s3://b/before",)))
+    assert plan == ("diff", ["s3://b/before", "s3://b/later"])
+    with pytest.raises(InvalidInput, match="compareTo names HeapSnapshot before, which is Failed"):
+        analysis_plan(later, lambda name: resource(name, phase="Failed"))
+
+
+def test_analysis_plan_needs_a_succeeded_resource() -> None:
+    with pytest.raises(InvalidInput, match="HeapSnapshot s is Capturing: it has no snapshot"):
+        analysis_plan(resource("s", phase="Capturing"), no_baseline)

@@ -12,12 +12,13 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from heapsnap.errors import InvalidInput, StorageError
 
-__all__ = ["register"]
+__all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
@@ -80,6 +81,16 @@ def register(sub: Any) -> None:
         "--node", required=True, metavar="ID", help="object id (as DevTools shows it, @ optional)"
     )
     retainers.set_defaults(func=_retainers)
+
+
+def run(kind: str, args: argparse.Namespace) -> int:
+    """``heapsnap summary|diff|leaks`` with ``args`` as its parser would have made them."""
+    runners: dict[str, Callable[[argparse.Namespace], int]] = {
+        "summary": _summary,
+        "diff": _diff,
+        "leaks": _leaks,
+    }
+    return runners[kind](args)
 
 
 def _options(args: argparse.Namespace) -> Any:

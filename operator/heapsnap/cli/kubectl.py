@@ -3,6 +3,7 @@
 kubectl heapsnap capture POD [-c CONTAINER] --s3 s3://bucket/prefix [--wait]
 kubectl heapsnap get NAME -o FILE        # download, verifying sha256
 kubectl heapsnap list [-A]
+kubectl heapsnap analyze NAME [--html report.html]   # leaks, diff or summary, here
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -153,27 +154,99 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any]) -> Any:
-    """A client for the resource's bucket, with its credentials Secret read as the operator
-    reads it (unless AWS_ACCESS_KEY_ID is set here)."""
-    from heapsnap.controller.backends import s3_config
+def _credentials(api: ApiConnection, namespace: str, spec: Mapping[str, Any]) -> dict[str, str]:
+    """The resource's credentials Secret, read as the operator reads it; nothing when
+    AWS_ACCESS_KEY_ID is set here (or the resource names no Secret)."""
     from heapsnap.k8s.objects import decode_credentials
+    from heapsnap.k8s.types import parse_spec
+
+    secret = parse_spec(spec).s3.credentials_secret
+    if not secret or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return {}
+    try:
+        data = api.core.read_namespaced_secret(secret, namespace).data or {}
+    except Exception as error:
+        raise InvalidInput(
+            f"Cannot read Secret {namespace}/{secret} for the S3 credentials ({error}); set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in your environment instead."
+        ) from None
+    return decode_credentials(namespace, secret, data)
+
+
+def _s3_client(api: ApiConnection, namespace: str, spec: dict[str, Any]) -> Any:
+    """A client for the resource's bucket, with the resource's credentials."""
+    from heapsnap.controller.backends import s3_config
     from heapsnap.k8s.types import parse_spec
     from heapsnap.sinks.s3 import make_client
 
-    parsed = parse_spec(spec)
-    credentials: dict[str, str] = {}
-    secret = parsed.s3.credentials_secret
-    if secret and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        try:
-            data = api.core.read_namespaced_secret(secret, namespace).data or {}
-        except Exception as error:
+    return make_client(s3_config(parse_spec(spec), _credentials(api, namespace, spec)))
+
+
+def _resource(api: ApiConnection, namespace: str, name: str) -> dict[str, Any]:
+    try:
+        return dict(api.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    except Exception as error:
+        raise _api_error(error) from error
+
+
+def analysis_plan(
+    obj: Mapping[str, Any], baseline: Callable[[str], Mapping[str, Any]]
+) -> tuple[str, list[str]]:
+    """The analysis the operator runs on the resource, and its ``s3://`` sources: leaks
+    across a series' first, middle and last snapshots (diff for two), the comparison with
+    ``spec.compareTo``'s snapshot, or else the summary of the one snapshot."""
+    name = obj["metadata"]["name"]
+    status = obj.get("status") or {}
+    uris = [a["uri"] for a in status.get("artifacts") or []] or [(status.get("artifact") or {}).get("uri")]
+    if status.get("phase") != "Succeeded" or not all(uris):
+        raise InvalidInput(
+            f"HeapSnapshot {name} is {status.get('phase') or 'Pending'}: it has no snapshot to analyse yet."
+        )
+    if len(uris) >= 3:
+        return "leaks", [uris[0], uris[len(uris) // 2], uris[-1]]
+    if len(uris) == 2:
+        return "diff", uris
+    other = (obj.get("spec") or {}).get("compareTo")
+    if other:
+        base = baseline(other).get("status") or {}
+        base_uri = (base.get("artifact") or {}).get("uri")
+        if base.get("phase") != "Succeeded" or not base_uri:
             raise InvalidInput(
-                f"Cannot read Secret {namespace}/{secret} for the S3 credentials ({error}); set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in your environment instead."
-            ) from None
-        credentials = decode_credentials(namespace, secret, data)
-    return make_client(s3_config(parsed, credentials))
+                f"spec.compareTo names HeapSnapshot {other}, which is {base.get('phase') or 'Pending'}: "
+                "it has no snapshot to compare with."
+            )
+        return "diff", [base_uri, uris[0]]
+    return "summary", uris
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from heapsnap.cli import analyze
+    from heapsnap.k8s.types import parse_spec
+
+    api = connect()
+    namespace = _namespace(args, api)
+    obj = _resource(api, namespace, args.name)
+    kind, sources = analysis_plan(obj, lambda other: _resource(api, namespace, other))
+    spec = obj.get("spec") or {}
+    # The analysis reads s3:// through boto3's standard chain: the Secret's keys go there.
+    os.environ.update(_credentials(api, namespace, spec))
+    s3 = parse_spec(spec).s3
+    options = argparse.Namespace(
+        json=args.json,
+        html=args.html,
+        top=args.top,
+        all=args.all,
+        fast=False,
+        s3_endpoint=s3.endpoint,
+        s3_region=s3.region,
+        s3_path_style=s3.force_path_style,
+    )
+    fields = {"summary": ["file"], "diff": ["base", "current"], "leaks": ["base", "target", "final"]}[kind]
+    for field, source in zip(fields, sources, strict=True):
+        setattr(options, field, source)
+    if not args.json:
+        print(f"HeapSnapshot {namespace}/{args.name}: {kind} of {', '.join(sources)}\n")
+    return analyze.run(kind, options)
 
 
 def download(body: Any, target: Path, expected_sha256: str) -> int:
@@ -202,10 +275,7 @@ def download(body: Any, target: Path, expected_sha256: str) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     api = connect()
     namespace = _namespace(args, api)
-    try:
-        obj = api.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, args.name)
-    except Exception as error:
-        raise _api_error(error) from error
+    obj = _resource(api, namespace, args.name)
     status = obj.get("status") or {}
     artifact = status.get("artifact") or {}
     if status.get("phase") != "Succeeded" or not artifact.get("uri"):
@@ -295,6 +365,23 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--timeout", type=int, help="spec.timeoutSeconds")
     cap.add_argument("--wait", action="store_true", help="follow progress until it finishes")
     cap.set_defaults(func=cmd_capture)
+
+    ana = sub.add_parser(
+        "analyze",
+        help="leak suspects of a series, the comparison with compareTo, or the summary, computed here",
+        description="What the operator's analysis shows, with retained sizes, the retainer paths and "
+        "an HTML report, computed on this machine: for snapshots too large to analyse in the "
+        "operator, or for the report.",
+    )
+    ana.add_argument("name")
+    ana.add_argument("-n", "--namespace", default=argparse.SUPPRESS)
+    ana.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ana.add_argument(
+        "--html", metavar="REPORT.html", type=Path, help="also write a self-contained HTML report"
+    )
+    ana.add_argument("--top", type=int, default=25, metavar="N", help="rows to show (default 25)")
+    ana.add_argument("--all", action="store_true", help="leak suspects: include V8's own objects")
+    ana.set_defaults(func=cmd_analyze)
 
     get = sub.add_parser("get", help="download a HeapSnapshot's artifact, verifying its sha256")
     get.add_argument("name")

@@ -613,8 +613,9 @@ class CaptureRun:
         if largest > ANALYSIS_MAX_BYTES:
             await self._analyzed_false(
                 "TooLargeToAnalyze",
-                f"Snapshots of {largest} bytes are analysed outside the operator: run heapsnap diff or "
-                "heapsnap leaks on the artifacts.",
+                f"Snapshots of {largest} bytes are analysed outside the operator: run "
+                f"kubectl heapsnap analyze {self.name} -n {self.namespace} on a machine with memory "
+                "for it (about 1.5x the largest snapshot).",
             )
             return
         try:
