@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -331,6 +332,12 @@ def test_notes_example_is_a_heapsnapshot_the_api_server_accepts(
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    assert "heapsnap analyze NAME --html report.html" in installed.notes
+    # The metrics address the notes give is the Service the release created, on its port.
+    match = re.search(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc:(\d+)/metrics", installed.notes)
+    assert match, installed.notes
+    service = json.loads(cluster.kubectl("get", "service", match[1], "-n", match[2], "-o", "json").stdout)
+    assert [p["port"] for p in service["spec"]["ports"]] == [int(match[3])]
 
 
 def test_uninstall_keeps_the_crd_and_removes_everything_else(cluster: Cluster, helm: Helm) -> None:
