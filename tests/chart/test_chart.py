@@ -263,30 +263,26 @@ def test_schema_rejects_typos_and_wrong_types(helm: Helm, setting: str, named: s
     assert "schema" in result.stderr and named in result.stderr, result.stderr
 
 
-def test_two_replicas_without_leader_election_fail_with_the_fix(helm: Helm) -> None:
-    result = helm.run(
-        "template",
-        "hs",
-        str(CHART),
-        "--set=replicaCount=2",
-        "--set=leaderElection.enabled=false",
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "needs leaderElection.enabled: true" in result.stderr, result.stderr
+# (values that contradict each other, the fix helm must name).
+CONTRADICTIONS = [
+    (
+        "two-replicas-without-leader-election",
+        ("replicaCount=2", "leaderElection.enabled=false"),
+        "needs leaderElection.enabled: true",
+    ),
+    (
+        "service-monitor-without-its-service",
+        ("metrics.service.enabled=false", "metrics.serviceMonitor.enabled=true"),
+        "needs metrics.service.enabled",
+    ),
+]
 
 
-def test_a_service_monitor_without_its_service_fails_with_the_fix(helm: Helm) -> None:
-    result = helm.run(
-        "template",
-        "hs",
-        str(CHART),
-        "--set=metrics.service.enabled=false",
-        "--set=metrics.serviceMonitor.enabled=true",
-        check=False,
-    )
+@pytest.mark.parametrize(("sets", "fix"), [c[1:] for c in CONTRADICTIONS], ids=[c[0] for c in CONTRADICTIONS])
+def test_contradictory_values_fail_with_the_fix(helm: Helm, sets: tuple[str, ...], fix: str) -> None:
+    result = helm.run("template", "hs", str(CHART), *(f"--set={item}" for item in sets), check=False)
     assert result.returncode != 0
-    assert "needs metrics.service.enabled" in result.stderr, result.stderr
+    assert fix in result.stderr, result.stderr
 
 
 def test_chart_crds_are_an_identical_copy_of_the_source_of_truth() -> None:
