@@ -15,7 +15,7 @@ from heapsnap.errors import HeapsnapError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from heapsnap.cli import analyze, capture, demo
+    from heapsnap.cli import allocations, analyze, capture, demo
 
     parser = argparse.ArgumentParser(
         prog="heapsnap",
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"heapsnap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     capture.register(sub)
+    allocations.register(sub)
     analyze.register(sub)
     demo.register(sub)
     return parser

@@ -180,9 +180,9 @@ class ProgressPrinter:
 
     @staticmethod
     def _line(progress: Progress) -> str:
-        if progress.phase == "generating" and progress.percent is not None:
+        if progress.phase in ("generating", "sampling") and progress.percent is not None:
             filled = int(progress.percent / 100 * 30)
-            return f"generating  [{'#' * filled}{'.' * (30 - filled)}] {progress.percent:5.1f}%"
+            return f"{progress.phase:<12}[{'#' * filled}{'.' * (30 - filled)}] {progress.percent:5.1f}%"
         if progress.phase in ("transferring", "done"):
             return f"{progress.phase:<12}{progress.bytes_sent / MiB:,.1f} MiB"
         return f"{progress.phase:<12}{progress.message}"

@@ -2,8 +2,10 @@
 
 ``capture()`` picks the process, chooses the inspector or the snapshot signal, checks
 the memory headroom, and streams the snapshot into a ``Sink`` while a summary is
-computed from the same bytes. Target-side work is done by ``agent.js``, run by the
-target's own Node.js binary through ``ProcessHost.run``, so a pod needs no shell.
+computed from the same bytes. ``sample_allocations()`` runs V8's sampling heap
+profiler through an inspector session opened the same way, to find which code allocated
+what stays alive. Target-side work is done by ``agent.js``, run by the target's own
+Node.js binary through ``ProcessHost.run``, so a pod needs no shell.
 """
 
 from heapsnap.engine._capture import (
@@ -13,6 +15,7 @@ from heapsnap.engine._capture import (
     close_inspector,
     select_process,
 )
+from heapsnap.engine._sampling import AllocationProfile, AllocationSite, sample_allocations
 from heapsnap.engine._types import (
     CaptureOptions,
     CaptureResult,
@@ -27,6 +30,8 @@ from heapsnap.engine._types import (
 )
 
 __all__ = [
+    "AllocationProfile",
+    "AllocationSite",
     "CaptureOptions",
     "CaptureResult",
     "Method",
@@ -41,5 +46,6 @@ __all__ = [
     "capture_inspector",
     "capture_series",
     "close_inspector",
+    "sample_allocations",
     "select_process",
 ]

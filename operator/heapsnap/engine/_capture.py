@@ -654,7 +654,28 @@ async def capture_series(
     if options.method == "signal":
         raise InvalidInput("A series needs the inspector method (ids reset between signal snapshots).")
     results: list[CaptureResult] = []
-    async with _deadline(options.timeout_seconds), contextlib.AsyncExitStack() as stack:
+    async with _deadline(options.timeout_seconds), _session(host, selector, options, on_progress) as ctx:
+        for index in range(count):
+            if index:
+                await asyncio.sleep(interval_seconds)
+            sink = sink_factory(index)
+            await _prepare(sink)
+            results.append(await _snapshot_to_sink(ctx, sink, options, on_progress, index == count - 1))
+    for result in results:
+        result.warnings[:0] = ctx.warnings
+    return results
+
+
+@contextlib.asynccontextmanager
+async def _session(
+    host: ProcessHost,
+    selector: ProcessSelector,
+    options: CaptureOptions,
+    on_progress: ProgressCallback | None,
+) -> AsyncIterator[_InspectorContext]:
+    """An inspector session with the process (opening its inspector if need be, and
+    closing it afterwards), for work that needs the inspector: a series, sampling."""
+    async with contextlib.AsyncExitStack() as stack:
         await _report(on_progress, Progress("probing"))
         agent, info = await select_process(host, selector)
         if info.other_network:
@@ -664,15 +685,7 @@ async def capture_series(
         if endpoint is None:
             endpoint = await _inspector.activate(host, agent, info, on_progress)
         async with _inspector_target(host, agent, info, endpoint, options, on_progress, scratch) as ctx:
-            for index in range(count):
-                if index:
-                    await asyncio.sleep(interval_seconds)
-                sink = sink_factory(index)
-                await _prepare(sink)
-                results.append(await _snapshot_to_sink(ctx, sink, options, on_progress, index == count - 1))
-        for result in results:
-            result.warnings[:0] = ctx.warnings
-    return results
+            yield ctx
 
 
 async def close_inspector(host: ProcessHost, pid: int, port: int) -> bool:
