@@ -184,6 +184,11 @@ def test_demo_finds_the_leak_with_its_retainer_path(tmp_path: Path) -> None:
     assert re.search(r"->cache Array @\d+\n\s+\[\d+\] LeakyThing @\d+", path)
     assert "held by the variable 'cache' (Array)" in suspects
     assert re.search(r"LeakyThing\s+[\d,]+\s+0\s+\+[\d,]+", done.stdout.split("5. What grew", 1)[1])
+    # The allocation sampling names the request handler that fills the cache (line 20).
+    sampled = done.stdout.split("6. Which code allocates", 1)[1].split("7. Write", 1)[0]
+    assert re.search(
+        r"=> what stays alive is allocated in \(anonymous\) \(\S+/leaky-app/server\.js:20:\d+\)", sampled
+    )
     assert f"HTML report: {out / 'leaks.html'}" in done.stdout
     assert "LeakyThing" in (out / "leaks.html").read_text()
     snapshots = sorted(out.glob("*.heapsnapshot"))

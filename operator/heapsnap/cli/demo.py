@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import io
 import os
 import re
 import shutil
@@ -192,6 +193,37 @@ async def what_grew(ctx: DemoContext) -> None:
     print(_indent(comparison_table(shown)))
 
 
+async def which_code(ctx: DemoContext) -> None:
+    from heapsnap.cli.allocations import print_profile
+    from heapsnap.engine import sample_allocations
+
+    assert ctx.process is not None
+    sent = [0, 0]
+    traffic = asyncio.create_task(_traffic(ctx, sent))
+    try:
+        # Finer than the default: the demo's few requests allocate little, and its cost
+        # to the app does not matter here.
+        profile = await sample_allocations(
+            LocalHost(),
+            seconds=max(2.0, 3 * ctx.interval),
+            selector=ProcessSelector(pid=ctx.process.pid),
+            interval_bytes=64 * 1024,
+            top=3,
+        )
+    finally:
+        traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await traffic
+    print(f"   {sent[0]} requests were served while their allocations were sampled\n")
+    table = io.StringIO()
+    print_profile(profile, table)
+    print(_indent(table.getvalue()))
+    if profile.sites:
+        top = profile.sites[0]
+        caller = f", called from {top.callers[0]}" if top.callers else ""
+        print(f"\n   => what stays alive is allocated in {top.function} ({top.location}){caller}.")
+
+
 async def write_report(ctx: DemoContext) -> None:
     from heapsnap.analysis import report as pages
 
@@ -217,6 +249,7 @@ STEPS: list[Step] = [
     Step("Take 3 snapshots in one inspector session while requests keep coming", capture_series_with_traffic),
     Step("What leaks: allocated between snapshots 1 and 2, still alive in 3", what_leaks),
     Step("What grew between the first and the last snapshot", what_grew),
+    Step("Which code allocates what stays: allocation sampling while requests keep coming", which_code),
     Step("Write the HTML report", write_report),
 ]
 
