@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from heapsnap.engine import CaptureOptions, ProcessSelector, sample_allocations
+from heapsnap.engine import CaptureOptions, ProcessSelector, capture_series, sample_allocations
 from heapsnap.engine._sampling import allocation_sites
 from heapsnap.errors import InspectorDisabled, InvalidInput, TargetExited
+from heapsnap.sinks.file import FileSink
 from heapsnap.transports.local import LocalHost
 from tests.engine.conftest import listening_ports
 from tests.support.nodeproc import LEAKY_APP, NodeProcess
@@ -95,6 +96,28 @@ async def test_the_leaking_function_is_named_and_the_process_left_as_found(
     # Left as found: the inspector heapsnap opened is closed, the process still serves.
     assert await listening_ports(app.pid) == [app.port]
     assert int(app.get()) > 0
+
+
+async def test_a_series_samples_between_its_first_and_last_snapshots(
+    node_process: StartNode, tmp_path: Path
+) -> None:
+    script = tmp_path / "grower.js"
+    script.write_text(GROWER)
+    app = node_process(str(script), version="24")
+    results = await capture_series(
+        LocalHost(),
+        lambda index: FileSink(tmp_path / f"s-{index}.heapsnapshot"),
+        count=3,
+        interval_seconds=1,
+        selector=ProcessSelector(pid=app.pid),
+        options=CaptureOptions(method="inspector"),
+        sample_allocations=64 * 1024,
+    )
+    assert [r.allocations is None for r in results] == [True, True, False]
+    profile = results[-1].allocations
+    assert profile is not None and profile.collected_garbage and 1.5 < profile.seconds < 30
+    assert (profile.sites[0].function, profile.sites[0].line) == ("plantLeak", 4), profile.sites
+    assert await listening_ports(app.pid) == [app.port]
 
 
 def _self_sizes(node: dict[str, Any]) -> list[int]:

@@ -223,6 +223,7 @@ def test_capture_series_keeps_ids_comparable(node_process: StartNode, tmp_path: 
         (["--series", "1", "--interval", "1"], "--series is 1: a series needs at least 2 snapshots"),
         (["--series", "3"], "--series needs --interval SECONDS"),
         (["--interval", "1"], "--interval needs --series N"),
+        (["--sample-allocations"], "--sample-allocations needs --series N"),
         (["--series", "3", "--interval", "1", "--method", "signal"], "object ids are not comparable"),
     ],
 )

@@ -24,6 +24,7 @@ from heapsnap.engine import (
     capture_inspector,
     capture_series,
 )
+from heapsnap.engine._sampling import DEFAULT_INTERVAL
 from heapsnap.errors import InvalidInput
 from heapsnap.sinks.base import Sink
 from heapsnap.sinks.file import FileSink
@@ -86,6 +87,12 @@ def register(sub: Any) -> None:
         "files and keys get -1, -2, ... before their suffix",
     )
     parser.add_argument(
+        "--sample-allocations",
+        action="store_true",
+        help="with --series: sample allocations from the first snapshot to the last, and name the "
+        "functions that allocated what is still alive (heapsnap allocations, across the series)",
+    )
+    parser.add_argument(
         "--interval", type=float, metavar="SECONDS", help="time between the snapshots of a series"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -101,6 +108,11 @@ def series_name(name: str, number: int) -> str:
 
 def _check_series(args: argparse.Namespace) -> None:
     if args.series is None:
+        if args.sample_allocations:
+            raise InvalidInput(
+                "--sample-allocations needs --series N: it samples between the snapshots of a series "
+                "(or use heapsnap allocations)."
+            )
         if args.interval is not None:
             raise InvalidInput(
                 "--interval needs --series N: it is the time between the snapshots of a series."
@@ -189,8 +201,12 @@ class ProgressPrinter:
 
 
 def result_to_dict(result: CaptureResult) -> dict[str, Any]:
-    data = dataclasses.asdict(dataclasses.replace(result, summary=None))
+    data = dataclasses.asdict(dataclasses.replace(result, summary=None, allocations=None))
     data["summary"] = result.summary.to_dict() if result.summary is not None else None
+    if result.allocations is not None:
+        data["allocations"] = result.allocations.to_dict()
+    else:
+        del data["allocations"]
     return data
 
 
@@ -281,6 +297,7 @@ def _run(args: argparse.Namespace) -> int:
                 selector=ProcessSelector(pid=args.pid),
                 options=dataclasses.replace(options, method="inspector"),
                 on_progress=printer,
+                sample_allocations=DEFAULT_INTERVAL if args.sample_allocations else None,
             )
         )
         if args.json:
@@ -292,6 +309,11 @@ def _run(args: argparse.Namespace) -> int:
                     f"series {number}/{len(results)}" if number == 1 else f"\nseries {number}/{len(results)}"
                 )
                 print_result(result)
+            if results[-1].allocations is not None:
+                from heapsnap.cli.allocations import print_profile
+
+                print("\nallocations, from the first snapshot to the last")
+                print_profile(results[-1].allocations)
         return 0
     sink = _sink(args, s3_key)
     if args.inspect:

@@ -13,9 +13,10 @@ from heapsnap.engine._capture import (
     capture_inspector,
     capture_series,
     close_inspector,
+    sample_allocations,
     select_process,
 )
-from heapsnap.engine._sampling import AllocationProfile, AllocationSite, sample_allocations
+from heapsnap.engine._sampling import AllocationProfile, AllocationSite
 from heapsnap.engine._types import (
     CaptureOptions,
     CaptureResult,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from heapsnap.engine import _inspector, _preflight
+from heapsnap.engine import _inspector, _preflight, _sampling
 from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, node_major, signal_mask
 from heapsnap.engine._cdp import CdpChannel, CdpClosed, CdpCommandError, CdpSession
 from heapsnap.engine._summary import SummaryWorker
@@ -646,24 +646,127 @@ async def capture_series(
     selector: ProcessSelector = _ANY_PROCESS,
     options: CaptureOptions = _DEFAULTS,
     on_progress: ProgressCallback | None = None,
+    sample_allocations: int | None = None,
 ) -> list[CaptureResult]:
-    """Take ``count`` snapshots through one inspector session, so node ids stay comparable."""
+    """Take ``count`` snapshots through one inspector session, so node ids stay comparable.
+
+    With ``sample_allocations`` (an interval in bytes), V8's sampling heap profiler runs
+    from the first snapshot until just before the last: the last result's
+    ``allocations`` names the functions that allocated what is still alive then.
+    """
     if count < 1:
         raise InvalidInput(f"count is {count}: a series needs at least one snapshot.")
     _check_worker(options)
     if options.method == "signal":
         raise InvalidInput("A series needs the inspector method (ids reset between signal snapshots).")
+    if sample_allocations is not None and count < 2:
+        raise InvalidInput("Allocation sampling in a series runs between its snapshots: take 2 or more.")
     results: list[CaptureResult] = []
+    allocations: _sampling.AllocationProfile | None = None
+    started = 0.0
     async with _deadline(options.timeout_seconds), _session(host, selector, options, on_progress) as ctx:
         for index in range(count):
             if index:
                 await asyncio.sleep(interval_seconds)
+            if sample_allocations is not None and index == count - 1:
+                allocations = await _sampled(ctx, started, sample_allocations, True, on_progress)
             sink = sink_factory(index)
             await _prepare(sink)
             results.append(await _snapshot_to_sink(ctx, sink, options, on_progress, index == count - 1))
+            if sample_allocations is not None and index == 0:
+                await _sampling_call(ctx, _sampling.start(ctx.cdp, sample_allocations))
+                started = time.monotonic()
     for result in results:
         result.warnings[:0] = ctx.warnings
+    results[-1].allocations = allocations
     return results
+
+
+async def sample_allocations(
+    host: ProcessHost,
+    *,
+    seconds: float,
+    selector: ProcessSelector = _ANY_PROCESS,
+    options: CaptureOptions = _DEFAULTS,
+    interval_bytes: int = _sampling.DEFAULT_INTERVAL,
+    collect_garbage: bool = True,
+    top: int = 25,
+    on_progress: ProgressCallback | None = None,
+) -> _sampling.AllocationProfile:
+    """Sample the allocations of a Node.js process on ``host`` for ``seconds`` (see
+    ``_sampling``).
+
+    ``collect_garbage`` runs a full collection before the samples are read, so that
+    garbage not yet collected is not reported as alive (it pauses the process as long
+    as a major GC does).
+    """
+    if not 0 < seconds <= 86400:
+        raise InvalidInput(f"seconds is {seconds:g}: sample for more than 0 s and at most a day.")
+    if not 1 <= interval_bytes <= 1 << 30:
+        raise InvalidInput(
+            f"interval is {interval_bytes} bytes: give 1 byte to 1 GiB (the default is 524288)."
+        )
+    _check_worker(options)
+    if options.method == "signal":
+        raise InvalidInput("Allocation sampling needs the inspector: the signal method only takes snapshots.")
+    # Nothing is written next to the target: no scratch directory to look for.
+    options = dataclasses.replace(options, method="inspector", transfer="stream", preflight="skip")
+    limit = None if options.timeout_seconds is None else options.timeout_seconds + seconds
+    async with _deadline(limit), _session(host, selector, options, on_progress) as ctx:
+        await _sampling_call(ctx, _sampling.start(ctx.cdp, interval_bytes))
+        started = time.monotonic()
+        while (left := seconds - (time.monotonic() - started)) > 0:
+            if ctx.cdp.closed_error is not None:  # the process went away: say so now
+                await _sampling_call(ctx, ctx.cdp.send("HeapProfiler.stopSampling"))  # raises CdpClosed
+            done = 100.0 * (seconds - left) / seconds
+            await _report(
+                on_progress, Progress("sampling", percent=round(done, 1), message=f"{left:.0f} s left")
+            )
+            await asyncio.sleep(min(1.0, left))
+        profile = await _sampled(ctx, started, interval_bytes, collect_garbage, on_progress, top)
+    await _report(on_progress, Progress("done", percent=100.0))
+    profile.warnings = list(ctx.warnings)
+    return profile
+
+
+async def _sampled(
+    ctx: _InspectorContext,
+    started: float,
+    interval_bytes: int,
+    collect_garbage: bool,
+    on_progress: ProgressCallback | None,
+    top: int = 10,
+) -> _sampling.AllocationProfile:
+    """Stop the sampling ``started`` then, and rank what it found."""
+    if collect_garbage:
+        await _report(on_progress, Progress("collecting", message="collecting garbage"))
+    profile = await _sampling_call(ctx, _sampling.stop(ctx.cdp, collect_garbage))
+    live, sites = _sampling.allocation_sites(profile, top)
+    return _sampling.AllocationProfile(
+        target=ctx.target,
+        seconds=round(time.monotonic() - started, 3),
+        interval_bytes=interval_bytes,
+        collected_garbage=collect_garbage,
+        live_bytes=live,
+        sites=sites,
+        profile=profile,
+    )
+
+
+async def _sampling_call(ctx: _InspectorContext, call: Awaitable[T]) -> T:
+    """A sampling command, its failures said as such."""
+    try:
+        return await call
+    except CdpClosed as error:
+        if isinstance(ctx.cdp.closed_error, HeapsnapError):
+            raise ctx.cdp.closed_error from error
+        if not (await ctx.agent.probe(ctx.info.pid)).processes:
+            raise TargetExited(
+                f"Process {ctx.info.pid} exited while its allocations were sampled."
+            ) from error
+        raise CaptureError(f"The inspector connection of process {ctx.info.pid} closed: {error}") from error
+    except CdpCommandError as error:
+        raise CaptureError(f"Process {ctx.info.pid} refused allocation sampling: {error}") from error
 
 
 @contextlib.asynccontextmanager

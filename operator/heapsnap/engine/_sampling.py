@@ -14,17 +14,12 @@ closed as for a capture; the profile is the one Chrome DevTools saves as
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from heapsnap.engine._capture import _ANY_PROCESS, _DEFAULTS, _check_worker, _deadline, _report, _session
-from heapsnap.engine._cdp import CdpChannel, CdpClosed, CdpCommandError
-from heapsnap.engine._types import CaptureOptions, ProcessSelector, Progress, ProgressCallback, TargetInfo
-from heapsnap.errors import CaptureError, HeapsnapError, InvalidInput, TargetExited
-from heapsnap.transports.base import ProcessHost
+from heapsnap.engine._cdp import CdpChannel, CdpCommandError
+from heapsnap.engine._types import TargetInfo
 
 #: One sample per 512 KiB allocated, on average, as ``node --heap-prof`` does. V8's own
 #: default, 32 KiB, cost an allocation-bound loop a quarter of its speed here (Node 20,
@@ -130,84 +125,16 @@ def allocation_sites(profile: dict[str, Any], top: int) -> tuple[int, list[Alloc
     return total, ranked[:top]
 
 
-async def _sample(
-    cdp: CdpChannel,
-    seconds: float,
-    interval_bytes: int,
-    collect_garbage: bool,
-    on_progress: ProgressCallback | None,
-) -> tuple[dict[str, Any], float]:
+async def start(cdp: CdpChannel, interval_bytes: int) -> None:
     await cdp.send("HeapProfiler.startSampling", {"samplingInterval": interval_bytes})
-    started = time.monotonic()
-    while (left := seconds - (time.monotonic() - started)) > 0:
-        if cdp.closed_error is not None:  # the process went away: no need to wait on
-            raise CdpClosed(str(cdp.closed_error))
-        done = 100.0 * (seconds - left) / seconds
-        await _report(on_progress, Progress("sampling", percent=round(done, 1), message=f"{left:.0f} s left"))
-        await asyncio.sleep(min(1.0, left))
+
+
+async def stop(cdp: CdpChannel, collect_garbage: bool) -> dict[str, Any]:
+    """The profile of what is still alive (after a full collection, if asked)."""
     if collect_garbage:
-        await _report(on_progress, Progress("collecting", message="collecting garbage"))
         await cdp.send("HeapProfiler.collectGarbage")
     reply = await cdp.send("HeapProfiler.stopSampling")
     profile = reply.get("profile")
     if not isinstance(profile, dict) or "head" not in profile:
         raise CdpCommandError(f"no profile in its reply: {str(reply)[:200]}")
-    return profile, round(time.monotonic() - started, 3)
-
-
-async def sample_allocations(
-    host: ProcessHost,
-    *,
-    seconds: float,
-    selector: ProcessSelector = _ANY_PROCESS,
-    options: CaptureOptions = _DEFAULTS,
-    interval_bytes: int = DEFAULT_INTERVAL,
-    collect_garbage: bool = True,
-    top: int = 25,
-    on_progress: ProgressCallback | None = None,
-) -> AllocationProfile:
-    """Sample the allocations of a Node.js process on ``host`` for ``seconds``.
-
-    ``collect_garbage`` runs a full collection before the samples are read, so that
-    garbage not yet collected is not reported as alive (it pauses the process as long
-    as a major GC does).
-    """
-    if not 0 < seconds <= 86400:
-        raise InvalidInput(f"seconds is {seconds:g}: sample for more than 0 s and at most a day.")
-    if not 1 <= interval_bytes <= 1 << 30:
-        raise InvalidInput(
-            f"interval is {interval_bytes} bytes: give 1 byte to 1 GiB (the default is 524288)."
-        )
-    _check_worker(options)
-    if options.method == "signal":
-        raise InvalidInput("Allocation sampling needs the inspector: the signal method only takes snapshots.")
-    # Nothing is written next to the target: no scratch directory to look for.
-    options = dataclasses.replace(options, method="inspector", transfer="stream", preflight="skip")
-    limit = None if options.timeout_seconds is None else options.timeout_seconds + seconds
-    async with _deadline(limit), _session(host, selector, options, on_progress) as ctx:
-        try:
-            profile, elapsed = await _sample(ctx.cdp, seconds, interval_bytes, collect_garbage, on_progress)
-        except CdpClosed as error:
-            if isinstance(ctx.cdp.closed_error, HeapsnapError):
-                raise ctx.cdp.closed_error from error
-            if not (await ctx.agent.probe(ctx.info.pid)).processes:
-                raise TargetExited(
-                    f"Process {ctx.info.pid} exited while its allocations were sampled."
-                ) from error
-            raise CaptureError(
-                f"The inspector connection of process {ctx.info.pid} closed: {error}"
-            ) from error
-        except CdpCommandError as error:
-            raise CaptureError(f"Process {ctx.info.pid} refused allocation sampling: {error}") from error
-    live, sites = allocation_sites(profile, top)
-    await _report(on_progress, Progress("done", percent=100.0))
-    return AllocationProfile(
-        target=ctx.target,
-        seconds=elapsed,
-        interval_bytes=interval_bytes,
-        collected_garbage=collect_garbage,
-        live_bytes=live,
-        sites=sites,
-        profile=profile,
-        warnings=list(ctx.warnings),
-    )
+    return profile

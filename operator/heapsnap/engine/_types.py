@@ -10,6 +10,7 @@ from heapsnap.sinks.base import Artifact
 
 if TYPE_CHECKING:
     from heapsnap.analysis.stream import SnapshotSummary
+    from heapsnap.engine._sampling import AllocationProfile
 
 Method = Literal["auto", "inspector", "signal"]
 PreflightMode = Literal["enforce", "warn", "skip"]
@@ -103,3 +104,5 @@ class CaptureResult:
     summary: SnapshotSummary | None
     preflight: PreflightEstimate | None
     warnings: list[str] = field(default_factory=list)
+    # A series' last snapshot, when its allocations were sampled from the first one.
+    allocations: AllocationProfile | None = None
