@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from heapsnap.controller import capture
-from heapsnap.controller import capture as capture_module
 from heapsnap.controller.capture import Limits, run_capture
 from heapsnap.controller.metrics import Metrics
-from heapsnap.engine import Progress, TargetInfo
+from heapsnap.engine import AllocationProfile, AllocationSite, Progress, TargetInfo
 from heapsnap.errors import HeapsnapError, InvalidInput, PodError, SignalNotHandled
 from heapsnap.k8s.objects import ResolvedTarget
 from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec
@@ -130,6 +129,14 @@ class FakeBackends:
             result = await self.capture(host, key, spec, on_progress)
             result.artifact = SimpleNamespace(**{**vars(result.artifact), "uri": f"s3://b/{key}"})
             results.append(result)
+        assert spec.series is not None
+        if spec.series.sample_allocations is not None:
+            site = AllocationSite(
+                "plantLeak", "/srv/app.js", 4, 20, 3 << 20, 6, [f"caller{n}" for n in range(9)]
+            )
+            results[-1].allocations = AllocationProfile(
+                results[-1].target, 62.0, spec.series.sample_allocations, True, 4 << 20, [site], {}
+            )
         return results
 
     async def analyze(
@@ -174,6 +181,7 @@ def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:
             total_seconds=1.0,
             summary={"nodeCount": 5, "totalSelfSize": 100, "topBySize": [{"name": "LeakyThing"}]},
             warnings=[],
+            allocations=None,
         )
 
     return run
@@ -440,13 +448,33 @@ async def test_series_stores_every_snapshot_and_analyses_them() -> None:
 async def test_a_series_too_large_to_analyse_here_names_the_command_that_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(capture_module, "ANALYSIS_MAX_BYTES", 19)  # succeed() stores 20 bytes
+    monkeypatch.setattr(capture, "ANALYSIS_MAX_BYTES", 19)  # succeed() stores 20 bytes
     cluster, backends = FakeCluster(), FakeBackends(succeed())
     await run(body(method="inspector", series={"count": 3, "intervalSeconds": 0}), cluster, backends)
     assert cluster.status["phase"] == "Succeeded" and backends.analyses == []
     analyzed = next(c for c in cluster.status["conditions"] if c["type"] == "Analyzed")
     assert (analyzed["status"], analyzed["reason"]) == ("False", "TooLargeToAnalyze")
     assert "kubectl heapsnap analyze snap -n shop" in analyzed["message"]
+
+
+async def test_a_series_with_allocation_sampling_says_where_the_leak_is_allocated() -> None:
+    cluster, backends = FakeCluster(), FakeBackends(succeed())
+    series = {"count": 3, "intervalSeconds": 0, "sampleAllocations": True, "samplingIntervalBytes": 65536}
+    await run(body(method="inspector", series=series), cluster, backends)
+    allocations = cluster.status["allocations"]
+    assert (allocations["intervalBytes"], allocations["liveBytes"], allocations["seconds"]) == (
+        65536,
+        4 << 20,
+        62.0,
+    )
+    (site,) = allocations["sites"]
+    assert (site["function"], site["url"], site["line"], site["column"]) == (
+        "plantLeak",
+        "/srv/app.js",
+        4,
+        20,
+    )
+    assert site["liveBytes"] == 3 << 20 and site["callers"] == [f"caller{n}" for n in range(5)]
 
 
 async def test_series_interrupted_by_a_restart_removes_every_snapshot() -> None:

@@ -568,7 +568,9 @@ def test_series_and_compare_to(
 ) -> None:
     pod = node_pod_factory(namespace, "grow", script=GROWING_APP)
     start_operator()
-    spec = snapshot_spec(s3, "grow", method="inspector", series={"count": 3, "intervalSeconds": 1})
+    # A sample per 16 KiB: this target allocates ~0.2 MB/s, a handful of default samples.
+    series = {"count": 3, "intervalSeconds": 1, "sampleAllocations": True, "samplingIntervalBytes": 16384}
+    spec = snapshot_spec(s3, "grow", method="inspector", series=series)
     spec["target"]["process"] = {"pid": pod.pid}
     apply_snapshot(cluster, namespace, "series", spec)
     obj = wait_finished(cluster, namespace, "series", timeout=300)
@@ -579,6 +581,13 @@ def test_series_and_compare_to(
     assert "LeakyThing" in [s["name"] for s in status["leakSuspects"]["suspects"]]
     analyzed = next(c for c in status["conditions"] if c["type"] == "Analyzed")
     assert analyzed["status"] == "True", analyzed
+    # The setInterval callback that fills globalThis.kept allocates what stays.
+    top = status["allocations"]["sites"][0]
+    interval_line = next(
+        n for n, line in enumerate(GROWING_APP.splitlines(), 1) if line.startswith("setInterval")
+    )
+    assert (top["function"], top["line"]) == ("(anonymous)", interval_line), status["allocations"]
+    assert top["url"].endswith(".js") and top["liveBytes"] > 0.5 * status["allocations"]["liveBytes"]
 
     later = snapshot_spec(s3, "grow", method="inspector", compareTo="series")
     later["target"]["process"] = {"pid": pod.pid}

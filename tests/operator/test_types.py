@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from heapsnap.controller.backends import s3_config
+from heapsnap.engine._sampling import DEFAULT_INTERVAL
 from heapsnap.errors import InvalidInput
-from heapsnap.k8s.types import LabelSelector, object_key, parse_spec
+from heapsnap.k8s.types import SAMPLING_INTERVAL, LabelSelector, object_key, parse_spec
 
 GOOD: dict[str, Any] = {
     "target": {"podName": "api-0"},
@@ -69,6 +70,11 @@ def test_defaults() -> None:
         (with_("series", {"count": 1}), "spec.series.count"),
         (with_("series", {"intervalSeconds": 5}), "spec.series.count"),
         ({**with_("series", {"count": 3}), "method": "signal"}, "spec.series"),
+        (with_("series", {"count": 3, "samplingIntervalBytes": 4096}), "spec.series.sampleAllocations"),
+        (
+            with_("series", {"count": 3, "sampleAllocations": True, "samplingIntervalBytes": 100}),
+            "samplingIntervalBytes",
+        ),
         (with_("target.process", {"workerThreadId": 0}), "spec.target.process.workerThreadId"),
         (
             {**with_("target.process", {"workerThreadId": 2}), "method": "signal"},
@@ -81,6 +87,14 @@ def test_bad_spec_names_the_field(spec: dict[str, Any], field: str) -> None:
         parse_spec(spec)
     assert field in info.value.message
     assert info.value.reason == "InvalidSpec"
+
+
+def test_allocation_sampling_in_a_series() -> None:
+    assert parse_spec(with_("series", {"count": 3})).series.sample_allocations is None  # type: ignore[union-attr]
+    sampled = parse_spec(with_("series", {"count": 3, "sampleAllocations": True})).series
+    assert sampled is not None and sampled.sample_allocations == SAMPLING_INTERVAL == DEFAULT_INTERVAL
+    finer = {"count": 3, "sampleAllocations": True, "samplingIntervalBytes": 65536}
+    assert parse_spec(with_("series", finer)).series.sample_allocations == 65536  # type: ignore[union-attr]
 
 
 def test_a_kms_key_reaches_the_s3_config() -> None:

@@ -109,6 +109,7 @@ class RealBackends:
             selector=selector,
             options=capture_options(spec),
             on_progress=on_progress,
+            sample_allocations=spec.series.sample_allocations,
         )
 
     async def analyze(

@@ -147,6 +147,16 @@ class Limits:
             del self._pods[pod_uid]
 
 
+def allocations_status(profile: Any, top: int = 10) -> dict[str, Any]:
+    """A series' allocation sampling, as status.allocations: the top sites and their callers."""
+    return {
+        "seconds": profile.seconds,
+        "intervalBytes": profile.interval_bytes,
+        "liveBytes": profile.live_bytes,
+        "sites": [{**site.to_dict(), "callers": site.callers[:5]} for site in profile.sites[:top]],
+    }
+
+
 def summary_status(summary: Any, top: int = 10) -> dict[str, Any]:
     raw = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
     return {
@@ -466,6 +476,8 @@ class CaptureRun:
         }
         if result.summary is not None:
             self.status["summary"] = summary_status(result.summary)
+        if result.allocations is not None:
+            self.status["allocations"] = allocations_status(result.allocations)
         if result.warnings:
             self.status["warnings"] = list(result.warnings)[:20]
         self.status["step"] = "done"

@@ -70,10 +70,17 @@ class S3Spec:
     kms_key_id: str | None = None
 
 
+#: spec.series.samplingIntervalBytes' default: the engine's (``_sampling.DEFAULT_INTERVAL``),
+#: not imported so that this module stays free of the engine.
+SAMPLING_INTERVAL = 512 * 1024
+
+
 @dataclass(frozen=True)
 class SeriesSpec:
     count: int
     interval_seconds: int = 60
+    # Bytes between allocation samples; None: no sampling.
+    sample_allocations: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +211,15 @@ def parse_spec(spec: Mapping[str, Any]) -> HeapSnapshotSpec:
         if count is None:
             raise InvalidInput("spec.series.count is required: how many snapshots to take (2 to 10).")
         interval = _int_range(raw_series, "intervalSeconds", "spec.series", 0, 3600, 60)
-        series = SeriesSpec(count, 60 if interval is None else interval)
+        sample = _get(raw_series, "sampleAllocations", "spec.series", bool, False)
+        every = _int_range(raw_series, "samplingIntervalBytes", "spec.series", 1024, 1 << 30, None)
+        if every is not None and not sample:
+            raise InvalidInput(
+                "spec.series.samplingIntervalBytes is set but spec.series.sampleAllocations is not: "
+                "set sampleAllocations: true, or remove samplingIntervalBytes."
+            )
+        sampling = (every or SAMPLING_INTERVAL) if sample else None
+        series = SeriesSpec(count, 60 if interval is None else interval, sampling)
     method = _choice(spec, "method", "spec", ("auto", "inspector", "signal"), "auto")
     parsed_target = parse_target(target)
     if parsed_target.worker_thread_id is not None and method == "signal":
