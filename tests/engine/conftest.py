@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from pathlib import Path
@@ -45,3 +46,12 @@ async def listening_ports(pid: int) -> list[int]:
     agent = await Agent.locate(LocalHost(), pid)
     processes = (await agent.probe(pid)).processes
     return processes[0].listening if processes else []
+
+
+async def read_until(stream: asyncio.StreamReader, words: str, said: str = "") -> str:
+    """What a child process says on ``stream`` up to the line with ``words`` (after ``said``)."""
+    while words not in said:
+        line = (await stream.readline()).decode()
+        assert line, f"it ended before {words!r}: {said}"
+        said += line
+    return said

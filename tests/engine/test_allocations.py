@@ -19,7 +19,7 @@ from heapsnap.engine._sampling import allocation_sites
 from heapsnap.errors import InspectorDisabled, InvalidInput, TargetExited
 from heapsnap.sinks.file import FileSink
 from heapsnap.transports.local import LocalHost
-from tests.engine.conftest import listening_ports
+from tests.engine.conftest import listening_ports, read_until
 from tests.support.nodeproc import LEAKY_APP, NodeProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -170,11 +170,7 @@ async def test_ctrl_c_while_sampling_closes_the_inspector(node_process: StartNod
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert child.stderr is not None
-    said = ""
-    while "heapsnap: sampling" not in said:
-        line = (await child.stderr.readline()).decode()
-        assert line, said
-        said += line
+    said = await read_until(child.stderr, "heapsnap: sampling")
     child.send_signal(signal.SIGINT)
     said += (await child.stderr.read()).decode()
     assert await asyncio.wait_for(child.wait(), 60) == 130, said

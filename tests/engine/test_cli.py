@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from heapsnap.cli.capture import series_name
-from tests.engine.conftest import listening_ports, load_snapshot, node_count
+from tests.engine.conftest import listening_ports, load_snapshot, node_count, read_until
 from tests.support.nodeproc import LEAKY_APP, NodeProcess
 from tests.support.s3server import S3Server
 
@@ -98,10 +98,7 @@ async def test_a_stop_signal_mid_capture_leaves_nothing_behind(
     assert child.stderr is not None
     said = ""
     for expected in ["heapsnap: generating", "cleaning up first"][:times]:
-        while expected not in said:
-            line = (await child.stderr.readline()).decode()
-            assert line, f"heapsnap ended before {expected!r}: {said}"
-            said += line
+        said = await read_until(child.stderr, expected, said)
         child.send_signal(signum)
     said += (await child.stderr.read()).decode()
     code = await asyncio.wait_for(child.wait(), 120)
@@ -131,11 +128,7 @@ async def test_stopped_while_a_busy_target_has_not_yet_written_its_signal_snapsh
         "-o", str(tmp_path / "never.heapsnapshot"), stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert child.stderr is not None
-    said = ""
-    while "heapsnap: signalling" not in said:
-        line = (await child.stderr.readline()).decode()
-        assert line, said
-        said += line
+    said = await read_until(child.stderr, "heapsnap: signalling")
     await asyncio.sleep(0.5)  # the agent has sent the signal; the target has not seen it yet
     child.send_signal(signal.SIGINT)
     said += (await child.stderr.read()).decode()
