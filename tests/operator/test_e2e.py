@@ -605,6 +605,10 @@ def test_series_and_compare_to(
     fields = ("name", "count", "shallowSize", "retainedSize", "representativeId")
     suspects = [[s[f] for f in fields] for s in json.loads(local.stdout)["suspects"]]
     assert suspects == [[s[f] for f in fields] for s in status["leakSuspects"]["suspects"]]
+    table = kubectl_heapsnap(cluster, namespace, "analyze", "series", "--top", "3")
+    assert table.returncode == 0, table.stderr
+    sampled = table.stdout.split("Allocations sampled during the series", 1)[1]
+    assert f"(anonymous) ({top['url']}:{interval_line}:" in sampled
     report = tmp_path / "later.html"
     local = kubectl_heapsnap(cluster, namespace, "analyze", "later", "--html", str(report))
     assert local.returncode == 0, local.stderr

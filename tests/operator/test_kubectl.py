@@ -19,6 +19,7 @@ def test_capture_manifest_is_a_valid_spec() -> None:
             *("--endpoint", "http://127.0.0.1:9000", "--path-style", "--credentials-secret", "s3"),
             *("--method", "inspector", "--timeout", "60", "--pid", "7", "--worker", "2"),
             *("--sse-kms-key-id", "alias/heap"),
+            *("--series", "3", "--interval", "30", "--sample-allocations"),
         ]
     )
     manifest = build_manifest(args, "shop")
@@ -29,6 +30,18 @@ def test_capture_manifest_is_a_valid_spec() -> None:
     assert (spec.s3.credentials_secret, spec.timeout_seconds) == ("s3", 60)
     assert (spec.target.pid, spec.target.worker_thread_id) == (7, 2)
     assert (spec.s3.server_side_encryption, spec.s3.kms_key_id) == ("aws:kms", "alias/heap")
+    assert spec.series is not None
+    assert (spec.series.count, spec.series.interval_seconds, spec.series.sample_allocations) == (
+        3,
+        30,
+        524288,
+    )
+
+
+def test_series_flags_need_series() -> None:
+    args = build_parser().parse_args(["capture", "api-0", "--s3", "s3://snaps", "--sample-allocations"])
+    with pytest.raises(InvalidInput, match="need --series N"):
+        build_manifest(args, "shop")
 
 
 @pytest.mark.parametrize("uri", ["snaps", "s3://", "https://snaps"])

@@ -81,6 +81,15 @@ def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
     }
     if args.timeout:
         spec["timeoutSeconds"] = args.timeout
+    if args.series is not None:
+        series: dict[str, Any] = {"count": args.series}
+        if args.interval is not None:
+            series["intervalSeconds"] = args.interval
+        if args.sample_allocations:
+            series["sampleAllocations"] = True
+        spec["series"] = series
+    elif args.interval is not None or args.sample_allocations:
+        raise InvalidInput("--interval and --sample-allocations need --series N.")
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
@@ -246,7 +255,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         setattr(options, field, source)
     if not args.json:
         print(f"HeapSnapshot {namespace}/{args.name}: {kind} of {', '.join(sources)}\n")
-    return analyze.run(kind, options)
+    code = analyze.run(kind, options)
+    sampled = (obj.get("status") or {}).get("allocations")
+    if sampled and not args.json:
+        print(
+            f"\nAllocations sampled during the series ({sampled.get('seconds', 0):.0f} s), alive at its end:"
+        )
+        for site in sampled.get("sites") or []:
+            where = f"{site['url']}:{site['line']}:{site['column']}" if site.get("url") else "(native or V8)"
+            print(f"  {site['liveBytes'] / 1048576:10,.1f} MiB  {site['function']} ({where})")
+    return code
 
 
 def download(body: Any, target: Path, expected_sha256: str) -> int:
@@ -363,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--no-gzip", action="store_true")
     cap.add_argument("--preflight", choices=("enforce", "warn", "skip"), default="enforce")
     cap.add_argument("--timeout", type=int, help="spec.timeoutSeconds")
+    cap.add_argument("--series", type=int, metavar="N", help="spec.series.count: N snapshots in one session")
+    cap.add_argument("--interval", type=int, metavar="SECONDS", help="spec.series.intervalSeconds")
+    cap.add_argument(
+        "--sample-allocations", action="store_true", help="spec.series.sampleAllocations (with --series)"
+    )
     cap.add_argument("--wait", action="store_true", help="follow progress until it finishes")
     cap.set_defaults(func=cmd_capture)
 
