@@ -65,6 +65,12 @@ def test_sites_add_up_a_function_reached_by_several_paths() -> None:
     assert leak.callers == ["a (/app.js:1)"], "the heaviest path's callers"
     assert (b.function, b.live_bytes, b.callers) == ("b", 500, [])
     assert allocation_sites({"head": head, "samples": samples}, top=1)[1] == [leak]
+    # A deep recursion: its site keeps the 8 nearest callers, innermost first.
+    deep = frame("leak", 9, 100, 100, [])
+    for depth in range(2000):
+        deep = frame(f"f{depth}", depth + 10, 0, 101 + depth, [deep])
+    _, (site,) = allocation_sites({"head": frame("(root)", 0, 0, 1, [deep]), "samples": []}, top=5)
+    assert site.callers == [f"f{depth} (/app.js:{depth + 10})" for depth in range(8)]
 
 
 @pytest.mark.parametrize("version", ["20", "24", "26"])

@@ -117,10 +117,10 @@ def allocation_sites(profile: dict[str, Any], top: int) -> tuple[int, list[Alloc
             site.samples += counts.get(int(node.get("id", -1)), 0)
             if size > heaviest.get(key, -1):
                 heaviest[key] = size
-                site.callers = callers[:8]
+                site.callers = callers
         here = f"{name} ({url}:{line})" if url else name
         for child in node.get("children") or []:
-            pending.append((child, [here, *callers] if name != "(root)" else callers))
+            pending.append((child, [here, *callers[:7]] if name != "(root)" else callers))
     ranked = sorted(sites.values(), key=lambda s: (-s.live_bytes, s.function, s.url, s.line))
     return total, ranked[:top]
 
