@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
-from tests.cluster.harness import Cluster  # noqa: E402
 from tests.support.nodeproc import LEAKY_APP  # noqa: E402
 from tests.support.s3server import start_moto  # noqa: E402
 
+from heapsnap.devcluster.harness import Cluster  # noqa: E402
 from heapsnap.engine import CaptureOptions, ProcessSelector, capture  # noqa: E402
 from heapsnap.sinks.s3 import S3Config, S3Sink  # noqa: E402
 from heapsnap.transports.local import LocalHost  # noqa: E402

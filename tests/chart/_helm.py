@@ -1,4 +1,4 @@
-"""The real helm binary (built by tests/cluster/build.sh) and the objects it renders."""
+"""The real helm binary (built by dev/k8s/build.sh) and the objects it renders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.cluster import harness
+from heapsnap.devcluster import harness
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "heapsnap"

@@ -26,10 +26,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from heapsnap.devcluster.harness import Cluster, free_port, wait_until
 from tests.chart._contract import SECRET_GRANTS, WATCH_GRANTS, lease_grants
 from tests.chart._helm import CHART, Grant, Helm
 from tests.chart.conftest import ImageVenv
-from tests.cluster.harness import Cluster, free_port, wait_until
 from tests.operator.conftest import apply_snapshot, get_snapshot
 from tests.support.nodeproc import LEAKY_APP
 from tests.support.s3server import S3Server, running_moto

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from tests.cluster.harness import Cluster, ClusterError, NodePod, missing_binaries
+from heapsnap.devcluster.harness import Cluster, ClusterError, NodePod, missing_binaries
 
 _names = itertools.count(1)
 

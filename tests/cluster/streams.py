@@ -30,7 +30,7 @@ from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from tests.cluster.harness import Cluster
+from heapsnap.devcluster.harness import Cluster
 
 STDOUT, STDERR, ERROR = 1, 2, 3
 KWOK_EXIT = re.compile(r"exit status (\d+)$")

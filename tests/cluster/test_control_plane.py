@@ -21,8 +21,8 @@ import websockets
 from kubernetes import client, stream
 from kubernetes.client.rest import ApiException
 
+from heapsnap.devcluster.harness import Cluster, free_port, wait_until
 from tests.cluster.fixtures import NodePodFactory
-from tests.cluster.harness import Cluster, free_port, wait_until
 from tests.cluster.streams import CdpOverStream, exec_ws, http_get, port_forward
 
 pytestmark = pytest.mark.cluster

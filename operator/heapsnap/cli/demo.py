@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import io
 import os
 import re
@@ -254,8 +253,7 @@ STEPS: list[Step] = [
 ]
 
 
-# The operator on the local control plane (``--cluster``). The harness lives in the
-# checkout's tests/cluster, so this part runs from a checkout only.
+# The operator on the local control plane (``--cluster``), from heapsnap.devcluster.
 
 ROOT = APP.parents[2]
 CRD = ROOT / "crds" / "heapsnap.dev_heapsnapshots.yaml"
@@ -264,12 +262,15 @@ BUCKET = "heapsnap-demo"
 
 
 def _harness() -> Any:
-    if not (ROOT / "tests" / "cluster" / "harness.py").exists():
-        raise InvalidInput(f"{ROOT}/tests/cluster is missing: run 'heapsnap demo --cluster' from a checkout.")
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    # Imported by name: the harness is test code, outside the type-checked package.
-    return importlib.import_module("tests.cluster.harness")
+    try:
+        # Imported late: only --cluster needs it, and it needs the cryptography package.
+        from heapsnap.devcluster import harness
+    except ImportError as exc:
+        raise InvalidInput(
+            f"heapsnap demo --cluster needs the local control plane's extra packages ({exc.name} is "
+            "missing): pip install 'heapsnap[cluster]'"
+        ) from exc
+    return harness
 
 
 def _on_exit(ctx: DemoContext, action: Callable[[], object]) -> None:

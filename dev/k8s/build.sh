@@ -7,8 +7,8 @@
 # Each binary's cold build time goes to build-times.txt next to bin/.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-# shellcheck source=versions.sh
-source "$here/versions.sh"
+# shellcheck source=../../operator/heapsnap/devcluster/versions.sh
+source "$here/../../operator/heapsnap/devcluster/versions.sh"
 cache="${HEAPSNAP_CACHE:-$HOME/.cache/heapsnap}/cluster/$CLUSTER_VERSIONS_KEY"
 bin="$cache/bin"
 binaries=(kube-apiserver kube-controller-manager kubectl etcd kwok helm)

@@ -6,7 +6,7 @@ runs ``exec`` on this machine (ClusterExec, local) and forwards every pod port P
 127.0.0.1:P (one identity ClusterPortForward rule per port), so a pod backed by a local
 Node.js process behaves like a real one for exec and port-forward through the API server.
 
-Binaries come from ``tests/cluster/build.sh`` (``dev/setup.sh`` runs it). Every process
+Binaries come from ``dev/k8s/build.sh`` (``dev/setup.sh`` runs it). Every process
 runs in its own process group; ``Cluster.stop()`` kills them all.
 """
 
@@ -36,17 +36,16 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.pki import Pki, make_pki
+from heapsnap.devcluster.pki import Pki, make_pki
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "kwok", "helm")
 NODE_NAME = "kwok-node-0"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Pod ports kwok forwards, each to the same port on 127.0.0.1: Node's default inspector
 # port and a range below the kernel's ephemeral ports (32768+), from which the harness
 # gives each Node process its own --inspect-port.
-FORWARDED_PORTS = (9229, *range(19000, 20000))
+FORWARDED_PORTS: tuple[int, ...] = (9229, *range(19000, 20000))
 _PR_SET_PDEATHSIG = 1
 _INSPECTOR_LINE = re.compile(rb"Debugger listening on ws://[^:/]+:(\d+)/")
 
@@ -87,7 +86,7 @@ def require_binaries() -> None:
     if missing:
         raise ClusterError(
             f"control-plane binaries {', '.join(missing)} are missing from {bin_dir()}: "
-            "run `bash dev/setup.sh` (or `bash tests/cluster/build.sh`) to build them"
+            "run `bash dev/setup.sh` (or `bash dev/k8s/build.sh`) to build them"
         )
 
 
@@ -554,7 +553,9 @@ class Cluster:
         ``system:serviceaccount:NS:NAME``; the API server adds a service account's groups)."""
         from kubernetes import config
 
-        client = config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))
+        client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig or self.kubeconfig)
+        )
         if impersonate:
             client.set_default_header("Impersonate-User", impersonate)
         return client
@@ -574,7 +575,7 @@ class Cluster:
         return self._core_api
 
     def _read(self, kind: str, name: str, namespace: str | None = None) -> Any:
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         core = self._core()
         try:
@@ -622,7 +623,7 @@ class Cluster:
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Force-deletes a pod (grace period 0); a missing pod is fine."""
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         try:
             self._core().delete_namespaced_pod(name, namespace, grace_period_seconds=0)
