@@ -12,7 +12,8 @@ import pytest
 
 from heapsnap.engine import CaptureOptions, PreflightEstimate
 from heapsnap.engine._agent import DirCheck, NodeProcessInfo
-from heapsnap.engine._capture import FILE_BYTES_PER_NODE, _InspectorContext, _scratch_dir
+from heapsnap.engine._session import CaptureSession, Inspection, Reporter
+from heapsnap.engine._transfers import FILE_BYTES_PER_NODE, scratch_dir
 from heapsnap.errors import NoScratchSpace
 
 NODES = 1_000_000
@@ -29,7 +30,9 @@ class Agent:
         return [DirCheck(d, **self.answers.get(d, {"writable": False})) for d in dirs]
 
 
-def context(answers: dict[str, dict[str, Any]], argv: list[str] | None = None) -> _InspectorContext:
+def context(
+    answers: dict[str, dict[str, Any]], argv: list[str] | None = None, options: CaptureOptions | None = None
+) -> Inspection:
     info = NodeProcessInfo(
         pid=7,
         argv=argv or ["node", "server.js"],
@@ -47,7 +50,8 @@ def context(answers: dict[str, dict[str, Any]], argv: list[str] | None = None) -
         tmpdir="/scratch",
     )
     preflight = PreflightEstimate(NODES, NODES * 270, None, 1.0)
-    return _InspectorContext(Agent(answers), info, None, None, preflight, [])  # type: ignore[arg-type]
+    session = CaptureSession(None, Agent(answers), info, options or CaptureOptions(), Reporter(None))  # type: ignore[arg-type]
+    return Inspection(session, None, None, preflight)  # type: ignore[arg-type]
 
 
 ROOMY = {"writable": True, "free": NEED, "tmpfs": False}
@@ -78,14 +82,14 @@ TMPFS = {**ROOMY, "tmpfs": True}
 async def test_auto_takes_the_first_writable_disk_directory_with_room(
     answers: dict[str, dict[str, Any]], argv: list[str] | None, chosen: str
 ) -> None:
-    assert await _scratch_dir(context(answers, argv), CaptureOptions()) == chosen
+    assert await scratch_dir(context(answers, argv, CaptureOptions())) == chosen
 
 
 async def test_auto_streams_when_no_directory_fits_and_tempfile_says_why() -> None:
     answers = {"/scratch": TMPFS, "/tmp": {**ROOMY, "free": 1 << 20}}
-    assert await _scratch_dir(context(answers), CaptureOptions()) is None
+    assert await scratch_dir(context(answers, options=CaptureOptions())) is None
     with pytest.raises(NoScratchSpace) as error:
-        await _scratch_dir(context(answers), CaptureOptions(transfer="tempfile"))
+        await scratch_dir(context(answers, options=CaptureOptions(transfer="tempfile")))
     message = error.value.message
     assert (
         "/scratch is tmpfs" in message and "/tmp has 1 MiB free" in message and "/app not writable" in message
@@ -94,6 +98,6 @@ async def test_auto_streams_when_no_directory_fits_and_tempfile_says_why() -> No
 
 
 async def test_stream_never_asks_the_target() -> None:
-    ctx = context({"/tmp": ROOMY})
-    assert await _scratch_dir(ctx, CaptureOptions(transfer="stream")) is None
-    assert ctx.agent.asked == []  # type: ignore[attr-defined]
+    ctx = context({"/tmp": ROOMY}, options=CaptureOptions(transfer="stream"))
+    assert await scratch_dir(ctx) is None
+    assert ctx.session.agent.asked == []  # type: ignore[attr-defined]

@@ -11,12 +11,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from heapsnap._agent_exit import AgentExit
 from heapsnap.errors import CaptureError, NotNodeProcess, ProcessNotFound, TargetExited
 from heapsnap.transports.base import CommandResult, FollowsFiles, ProcessHost, StdoutCallback
 
 SIGUSR1_MASK = 1 << (10 - 1)
 _SIGNALS = {"SIGUSR1": 10, "SIGUSR2": 12, "SIGQUIT": 3, "SIGHUP": 1, "SIGINT": 2, "SIGTERM": 15}
-_EXIT_GONE = 3
 
 
 @cache
@@ -237,7 +237,7 @@ class Agent:
         result = await self.run(*args, limit=limit)
         reply = _reply(result)
         vanished = result.exit_code == 127 and self.node.startswith("/proc/")
-        if result.exit_code == _EXIT_GONE or reply.get("error") == "gone" or vanished:
+        if result.exit_code == AgentExit.GONE or reply.get("error") == "gone" or vanished:
             raise TargetExited(f"The target process on {self.host.description} exited.")
         if result.exit_code != 0 or not reply:
             raise CaptureError(

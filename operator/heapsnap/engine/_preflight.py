@@ -9,22 +9,25 @@ case): counting objects exactly needs a heap walk, which is what we want to avoi
 
 from __future__ import annotations
 
-from heapsnap.engine._agent import NodeProcessInfo
+from heapsnap._units import MiB
+from heapsnap.engine._agent import NodeProcessInfo, node_major
+from heapsnap.engine._cdp import CdpChannel, CdpCommandError
 from heapsnap.engine._types import PreflightEstimate
 from heapsnap.errors import PreflightRefused
 
 BYTES_PER_NODE = 270
 HEAP_BYTES_PER_NODE = 37
-MiB = 1 << 20
 
 
 def seconds_per_node(node_major: int) -> float:
     return 2.5e-6 if node_major <= 20 else 1.4e-6
 
 
-def available_memory(info: NodeProcessInfo, override: int | None) -> tuple[int | None, str]:
+def available_memory(info: NodeProcessInfo | None, override: int | None) -> tuple[int | None, str]:
     if override is not None:
         return override, "given by the caller"
+    if info is None:
+        return None, "not visible"
     if info.memory_max is not None and info.memory_current is not None:
         return info.memory_max - info.memory_current, "cgroup memory.max - memory.current"
     if info.mem_available is not None:
@@ -33,15 +36,23 @@ def available_memory(info: NodeProcessInfo, override: int | None) -> tuple[int |
 
 
 def estimate(
-    info: NodeProcessInfo,
+    info: NodeProcessInfo | None,
     *,
     node_major: int,
     heap_used: int | None,
     available_override: int | None,
 ) -> PreflightEstimate:
+    """The estimate from the used heap, else the RSS (an upper bound).
+
+    ``info`` is None for a process seen only through an inspector reachable from here:
+    then the used heap is required, and the memory headroom is not visible.
+    """
+    if heap_used is None and info is None:
+        raise ValueError("a process seen only through its inspector needs its used heap")
     if heap_used is not None:
         basis, source = heap_used, f"used heap {heap_used // MiB} MiB / {HEAP_BYTES_PER_NODE} B per node"
     else:
+        assert info is not None
         basis = info.rss_bytes
         source = f"VmRSS {info.rss_bytes // MiB} MiB / {HEAP_BYTES_PER_NODE} B per node (upper bound)"
     nodes = basis // HEAP_BYTES_PER_NODE
@@ -58,6 +69,19 @@ def estimate(
             "estimated_pause_seconds": f"{seconds_per_node(node_major) * 1e6:.1f} µs/node, "
             + (f"Node {node_major}" if node_major else "Node.js version unknown"),
         },
+    )
+
+
+async def estimate_live(
+    channel: CdpChannel, info: NodeProcessInfo, available_override: int | None
+) -> PreflightEstimate:
+    """The estimate of a process whose inspector is open: its used heap asked through it."""
+    try:
+        heap_used: int | None = int(await channel.evaluate("process.memoryUsage().heapUsed"))
+    except (CdpCommandError, TypeError, ValueError):
+        heap_used = None  # the estimate falls back on RSS
+    return estimate(
+        info, node_major=node_major(info.version), heap_used=heap_used, available_override=available_override
     )
 
 

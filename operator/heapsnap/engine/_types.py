@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from heapsnap.sinks.base import Artifact
 
 if TYPE_CHECKING:
     from heapsnap.analysis.stream import SnapshotSummary
-    from heapsnap.engine._sampling import AllocationProfile
 
 Method = Literal["auto", "inspector", "signal"]
 PreflightMode = Literal["enforce", "warn", "skip"]
@@ -92,6 +92,59 @@ class PreflightEstimate:
     available_bytes: int | None
     estimated_pause_seconds: float
     source: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AllocationSite:
+    """One function's allocations still alive; ``line`` and ``column`` count from 1."""
+
+    function: str
+    url: str
+    line: int
+    column: int
+    live_bytes: int
+    samples: int
+    #: Its heaviest caller chain, innermost first: ``function (url:line)``.
+    callers: list[str] = field(default_factory=list)
+
+    @property
+    def location(self) -> str:
+        return f"{self.url}:{self.line}:{self.column}" if self.url else "(native or V8)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "url": self.url,
+            "line": self.line,
+            "column": self.column,
+            "liveBytes": self.live_bytes,
+            "samples": self.samples,
+            "callers": self.callers,
+        }
+
+
+@dataclass
+class AllocationProfile:
+    target: TargetInfo
+    seconds: float
+    interval_bytes: int
+    collected_garbage: bool
+    live_bytes: int
+    sites: list[AllocationSite]
+    #: The profile as V8 gave it: ``{"head": ..., "samples": [...]}`` (DevTools' ``.heapprofile``).
+    profile: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": dataclasses.asdict(self.target),
+            "seconds": self.seconds,
+            "intervalBytes": self.interval_bytes,
+            "collectedGarbage": self.collected_garbage,
+            "liveBytes": self.live_bytes,
+            "sites": [site.to_dict() for site in self.sites],
+            "warnings": self.warnings,
+        }
 
 
 @dataclass

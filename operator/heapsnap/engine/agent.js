@@ -1,9 +1,12 @@
 // heapsnap's target-side agent. Run by the target's own Node.js binary, next to it:
 //   node -e <this file> -- <subcommand> [args...]
 // No shell, no npm packages, only /proc. Structured replies are one JSON line on stdout;
-// `tail` and `signal-follow` write raw bytes. Exit codes: 0 ok, 2 bad usage, 3 target gone, 4 refused,
-// 5 stopped (SIGTERM).
+// `tail` and `signal-follow` write raw bytes. Exit codes: EXIT below (heapsnap/_agent_exit.py
+// declares the same table for Python; a test checks that they agree).
 'use strict';
+// 0 ok, 1 unexpected error, 2 bad usage, 3 target gone, 4 timed out waiting for the snapshot
+// file, 5 stopped (SIGTERM).
+const EXIT = Object.freeze({ OK: 0, FAILED: 1, USAGE: 2, GONE: 3, TIMEOUT: 4, STOPPED: 5 });
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -164,12 +167,12 @@ async function activate(args) {
   const pid = Number(args[0]);
   const port = Number(args[1]);
   const deadline = Date.now() + Number(args[2]) * 1000;
-  if (!alive(pid)) { out({ error: 'gone' }); process.exit(3); }
+  if (!alive(pid)) { out({ error: 'gone' }); process.exit(EXIT.GONE); }
   if (taken(pid, port)) { out({ ports: [], taken: true }); return; }
   const before = new Set(ownPorts(pid));
   process._debugProcess(pid);
   for (;;) {
-    if (!alive(pid)) { out({ error: 'gone' }); process.exit(3); }
+    if (!alive(pid)) { out({ error: 'gone' }); process.exit(EXIT.GONE); }
     const fresh = ownPorts(pid).filter((p) => !before.has(p));
     if (fresh.length || Date.now() > deadline) { out({ ports: fresh, taken: !fresh.length && taken(pid, port) }); return; }
     await sleep(20);
@@ -194,7 +197,7 @@ function writable(args) {
   const pid = Number(args[0]);
   const dirs = args.slice(1);
   const status = read(`/proc/${pid}/status`);
-  if (status === null) { out({ error: 'gone' }); process.exit(3); }
+  if (status === null) { out({ error: 'gone' }); process.exit(EXIT.GONE); }
   const uid = Number(field(status, 'Uid').split(/\s+/)[1]);
   const gid = Number(field(status, 'Gid').split(/\s+/)[1]);
   const groups = (field(status, 'Groups') || '').split(/\s+/).filter((g) => g).map(Number);
@@ -244,7 +247,7 @@ function send(chunk) {
 }
 function gone(message) {
   process.stderr.write(message + '\n');
-  process.exit(3);
+  process.exit(EXIT.GONE);
 }
 // Waits for `pick()` to name the file `pid` is writing, opens it and unlinks it at once
 // (nothing is left behind, whoever dies), then sends its bytes on stdout as they are
@@ -252,7 +255,7 @@ function gone(message) {
 // the writer no backpressure and costs the target no memory, unlike inspector chunks.
 // SIGTERM (the capture was stopped) ends it at once, but not before the file it waits
 // for has been unlinked: a target busy in JavaScript writes the snapshot asked of it
-// later, and it would stay in its directory (exit 5).
+// later, and it would stay in its directory (EXIT.STOPPED).
 let stopping = false;
 function stopOnSigterm() { process.on('SIGTERM', () => { stopping = true; }); }
 async function follow(pid, pick, deadline, onGone, since = null) {
@@ -262,13 +265,13 @@ async function follow(pid, pick, deadline, onGone, since = null) {
   let file = null;
   while (file === null) {
     if (!alive(pid)) { onGone(); gone(`process ${pid} exited before writing its snapshot`); }
-    if (Date.now() > deadline) { process.stderr.write('timeout: no snapshot file appeared\n'); process.exit(4); }
+    if (Date.now() > deadline) { process.stderr.write('timeout: no snapshot file appeared\n'); process.exit(EXIT.TIMEOUT); }
     file = pick();
     if (file === null) await sleep(20);
   }
   const fd = fs.openSync(file, 'r');
   fs.unlinkSync(file);
-  if (stopping) process.exit(5);
+  if (stopping) process.exit(EXIT.STOPPED);
   const stat = fs.fstatSync(fd);
   const started = since === null ? Date.now() : since;
   let writtenSeconds = null;
@@ -277,12 +280,12 @@ async function follow(pid, pick, deadline, onGone, since = null) {
   // container and its memory counts against the target's limit.
   const chunk = Buffer.allocUnsafe(1 << 20);
   for (;;) {
-    if (stopping) process.exit(5);
+    if (stopping) process.exit(EXIT.STOPPED);
     const n = fs.readSync(fd, chunk, 0, chunk.length, null);
     if (n > 0) { await send(chunk.subarray(0, n)); continue; }
     if (closed) break;
     if (!alive(pid)) gone(`process ${pid} exited while writing its snapshot`);
-    if (Date.now() > deadline) { process.stderr.write('timeout: the snapshot is still being written\n'); process.exit(4); }
+    if (Date.now() > deadline) { process.stderr.write('timeout: the snapshot is still being written\n'); process.exit(EXIT.TIMEOUT); }
     closed = !holds(pid, stat);
     // Closed by an exit (killed mid-write) is not written: look once more.
     if (closed && !alive(pid)) gone(`process ${pid} exited while writing its snapshot`);
@@ -330,9 +333,9 @@ function remove(args) {
 const commands = { probe, activate, closed, writable, tail, 'signal-follow': signalFollow, remove };
 if (!commands[sub]) {
   process.stderr.write(`heapsnap agent: unknown subcommand ${sub}\n`);
-  process.exit(2);
+  process.exit(EXIT.USAGE);
 }
 Promise.resolve(commands[sub](argv.slice(1))).catch((e) => {
   process.stderr.write(String((e && e.stack) || e) + '\n');
-  process.exit(1);
+  process.exit(EXIT.FAILED);
 });

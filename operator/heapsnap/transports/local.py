@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from heapsnap._agent_exit import AgentExit
 from heapsnap.errors import TransportError
 from heapsnap.transports.base import CommandResult, StdoutCallback
 
@@ -150,7 +151,7 @@ class LocalHost:
 
         Waits for ``pid`` to create ``path``, opens and unlinks it at once, and passes on
         its bytes as they are written until ``pid`` has closed it. Same exit codes as the
-        agent: 0 done, 1 the file could not be read, 3 the process exited, 4 timed out;
+        agent (``AgentExit``): OK, FAILED (the file could not be read), GONE, TIMEOUT;
         what ``stdout`` raises comes through as it is. On this machine heapsnap can read
         the file itself: V8 then shares the CPUs with no Node.js process and no pipe (it
         wrote a 410 MiB snapshot 0.35 s faster).
@@ -164,7 +165,7 @@ class LocalHost:
                 if not _alive(pid):
                     return _gone(pid, "before writing its snapshot")
                 if time.monotonic() > deadline:
-                    return CommandResult(4, stderr=b"timeout: no snapshot file appeared")
+                    return CommandResult(AgentExit.TIMEOUT, stderr=b"timeout: no snapshot file appeared")
                 await asyncio.sleep(_FOLLOW_POLL)
             except OSError as error:
                 return _unreadable(path, error)
@@ -188,7 +189,9 @@ class LocalHost:
                 if not _alive(pid):
                     return _gone(pid, "while writing its snapshot")
                 if time.monotonic() > deadline:
-                    return CommandResult(4, stderr=b"timeout: the snapshot is still being written")
+                    return CommandResult(
+                        AgentExit.TIMEOUT, stderr=b"timeout: the snapshot is still being written"
+                    )
                 closed = not _holds(pid, stat)
                 if closed and not _alive(pid):  # closed by an exit (killed mid-write): not written
                     return _gone(pid, "while writing its snapshot")
@@ -198,15 +201,17 @@ class LocalHost:
                     await asyncio.sleep(_FOLLOW_POLL)
         finally:
             os.close(fd)
-        return CommandResult(0, stderr=json.dumps({"written_seconds": round(written, 3)}).encode() + b"\n")
+        return CommandResult(
+            AgentExit.OK, stderr=json.dumps({"written_seconds": round(written, 3)}).encode() + b"\n"
+        )
 
 
 def _unreadable(path: str, error: OSError) -> CommandResult:
-    return CommandResult(1, stderr=f"{path}: {error.strerror or error}".encode())
+    return CommandResult(AgentExit.FAILED, stderr=f"{path}: {error.strerror or error}".encode())
 
 
 def _gone(pid: int, when: str) -> CommandResult:
-    return CommandResult(3, stderr=f"process {pid} exited {when}".encode())
+    return CommandResult(AgentExit.GONE, stderr=f"process {pid} exited {when}".encode())
 
 
 def _alive(pid: int) -> bool:
