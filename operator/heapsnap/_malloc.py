@@ -5,7 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-MiB = 1 << 20
+from heapsnap._units import MiB
+
 # glibc's mallopt parameter numbers, each with the variable that sets it from outside.
 _SETTINGS = {
     "MALLOC_ARENA_MAX": (-8, 2),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from heapsnap._priority import yield_cpu
+from heapsnap._units import MiB
 from heapsnap.analysis.render import human_size
 from heapsnap.cli import _signals
 from heapsnap.cli.capture import ProgressPrinter
@@ -22,8 +23,6 @@ from heapsnap.errors import InvalidInput
 from heapsnap.transports.local import LocalHost
 
 __all__ = ["print_profile", "register"]
-
-MiB = 1 << 20
 
 
 def register(sub: Any) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from heapsnap._priority import yield_cpu
+from heapsnap._units import MiB
 from heapsnap.cli import _signals
 from heapsnap.engine import (
     CaptureOptions,
@@ -32,8 +33,6 @@ from heapsnap.sinks.s3 import S3Config, S3Sink, parse_s3_uri
 from heapsnap.transports.local import LocalHost
 
 __all__ = ["ProgressPrinter", "print_result", "register", "result_to_dict"]
-
-MiB = 1 << 20
 
 
 def register(sub: Any) -> None:

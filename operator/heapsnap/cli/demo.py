@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heapsnap._units import MiB
 from heapsnap.cli import _signals
 from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture_series
 from heapsnap.errors import InvalidInput
@@ -33,7 +34,6 @@ from heapsnap.transports.local import LocalHost
 
 __all__ = ["STEPS", "DemoContext", "Step", "register"]
 
-MiB = 1 << 20
 APP = Path(__file__).resolve().parents[3] / "examples" / "leaky-app" / "server.js"
 
 

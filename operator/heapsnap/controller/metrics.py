@@ -20,7 +20,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-MiB = 1 << 20
+from heapsnap._units import MiB
+
 #: From a small service's fraction of a second to a large heap's minutes.
 PAUSE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 SIZE_BUCKETS = tuple(float(MiB << shift) for shift in range(0, 17, 2))  # 1 MiB to 64 GiB

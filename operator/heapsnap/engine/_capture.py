@@ -131,7 +131,6 @@ async def capture(
                         if options.method != "auto" or not _signal_ok(session):
                             raise
                         session.warnings.append(f"{error} Captured by signal instead.")
-                        endpoint = None
                 if endpoint is None:
                     result = await _capture_signal(session, sink, started)
                 else:
@@ -174,10 +173,10 @@ async def _capture_signal(session: CaptureSession, sink: Sink, started: float) -
             available_override=options.available_bytes,
         )
         _preflight.check(preflight, info.pid, options.preflight, session.warnings)
-    target = TargetInfo(info.pid, info.version or "unknown", info.command, "signal", False, "tempfile")
+    transfer = SignalTransfer(session, name, directory)
+    target = TargetInfo(info.pid, info.version or "unknown", info.command, "signal", False, transfer.name)
     await session.report(Progress("signalling", message=f"sending {name} to pid {info.pid}"))
     pump = BytePump(sink, session.report, options.summary_top, phase="generating", started=time.monotonic())
-    transfer = SignalTransfer(session, name, directory)
     await transfer.run(pump)
     captured = await pump.commit(target, preflight, started)
     if transfer.written_seconds is not None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from heapsnap.engine._cdp import CdpChannel, CdpCommandError
-from heapsnap.engine._types import AllocationProfile, AllocationSite
+from heapsnap.engine._types import AllocationSite
 
-__all__ = ["DEFAULT_INTERVAL", "AllocationProfile", "AllocationSite", "allocation_sites", "start", "stop"]
+__all__ = ["DEFAULT_INTERVAL", "allocation_sites", "start", "stop"]
 
 #: One sample per 512 KiB allocated, on average, as ``node --heap-prof`` does. V8's own
 #: default, 32 KiB, cost an allocation-bound loop a quarter of its speed here (Node 20,

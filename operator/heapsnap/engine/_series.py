@@ -9,12 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from heapsnap.engine import _sampling
-from heapsnap.engine._cdp import CdpClosed, CdpCommandError
 from heapsnap.engine._session import (
     Inspection,
     Reporter,
     deadline,
-    explain_closed,
+    inspector_failures,
     inspector_session,
     prepare,
 )
@@ -28,7 +27,7 @@ from heapsnap.engine._types import (
     Progress,
     ProgressCallback,
 )
-from heapsnap.errors import CaptureError, InvalidInput
+from heapsnap.errors import InvalidInput
 from heapsnap.sinks.base import Sink
 from heapsnap.transports.base import ProcessHost
 
@@ -157,14 +156,10 @@ async def _sampled(
 async def _sampling_call(inspection: Inspection, call: Awaitable[T]) -> T:
     """A sampling command, its failures said as such."""
     pid = inspection.session.info.pid
-    try:
+    async with inspector_failures(
+        inspection,
+        exited=f"Process {pid} exited while its allocations were sampled.",
+        closed=f"The inspector connection of process {pid} closed",
+        refused=f"Process {pid} refused allocation sampling",
+    ):
         return await call
-    except CdpClosed as error:
-        raise await explain_closed(
-            inspection,
-            error,
-            exited=f"Process {pid} exited while its allocations were sampled.",
-            closed=f"The inspector connection of process {pid} closed",
-        ) from error
-    except CdpCommandError as error:
-        raise CaptureError(f"Process {pid} refused allocation sampling: {error}") from error

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from heapsnap.engine import _inspector, _preflight
 from heapsnap.engine._agent import Agent, DirCheck, NodeProcessInfo, node_major
@@ -35,8 +34,6 @@ from heapsnap.errors import (
 )
 from heapsnap.sinks.base import Sink
 from heapsnap.transports.base import ProcessHost
-
-T = TypeVar("T")
 
 
 class Reporter:
@@ -269,31 +266,21 @@ async def inspector_session(
             yield inspection
 
 
-async def explain_closed(
-    inspection: Inspection, error: CdpClosed, *, exited: str, closed: str
-) -> HeapsnapError:
-    """Why the inspector connection closed mid-work: the process exited (``exited`` says
-    so), or the connection broke (``closed``, then why)."""
-    cdp = inspection.cdp
-    if isinstance(cdp.closed_error, HeapsnapError):
-        return cdp.closed_error
-    if not (await inspection.session.agent.probe(inspection.session.info.pid)).processes:
-        return TargetExited(exited)
-    return CaptureError(f"{closed}: {error}")
-
-
-async def despite_cancellation(step: Awaitable[T]) -> T:
-    """Await ``step`` to its end even if cancelled meanwhile, then pass the cancellation on."""
-    task = asyncio.ensure_future(step)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
+@contextlib.asynccontextmanager
+async def inspector_failures(
+    inspection: Inspection, *, exited: str, closed: str, refused: str
+) -> AsyncIterator[None]:
+    """Inspector failures in the block said as what they mean: the process exited
+    (``exited``), the connection broke (``closed``, then why), or the process refused a
+    command (``refused``, then its answer)."""
+    try:
+        yield
+    except CdpClosed as error:
+        cdp = inspection.cdp
+        if isinstance(cdp.closed_error, HeapsnapError):
+            raise cdp.closed_error from error
+        if not (await inspection.session.agent.probe(inspection.session.info.pid)).processes:
+            raise TargetExited(exited) from error
+        raise CaptureError(f"{closed}: {error}") from error
+    except CdpCommandError as error:
+        raise CaptureError(f"{refused}: {error}") from error

@@ -14,8 +14,8 @@ import json
 import posixpath
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, Literal, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, NoReturn, TypeVar
 
 from heapsnap._agent_exit import AgentExit
 from heapsnap._units import MiB
@@ -23,18 +23,13 @@ from heapsnap.engine import _preflight
 from heapsnap.engine._agent import node_major
 from heapsnap.engine._cdp import CdpChannel, CdpClosed, CdpCommandError
 from heapsnap.engine._pump import BytePump
-from heapsnap.engine._session import (
-    CaptureSession,
-    Inspection,
-    Reporter,
-    despite_cancellation,
-    explain_closed,
-)
+from heapsnap.engine._session import CaptureSession, Inspection, Reporter, inspector_failures
 from heapsnap.engine._types import CaptureOptions, CaptureResult, Progress
 from heapsnap.errors import CaptureError, CaptureTimeout, HeapsnapError, NoScratchSpace, TargetExited
 from heapsnap.sinks.base import Sink
 from heapsnap.transports.base import CommandResult
 
+T = TypeVar("T")
 FILE_BYTES_PER_NODE = 120  # snapshot file size per heap node, with margin (70-121 B measured)
 _WRITE_SNAPSHOT = (
     "(globalThis.process.getBuiltinModule ? process.getBuiltinModule('v8') : require('v8'))"
@@ -94,7 +89,24 @@ class StreamTransfer:
         self.on_written()
 
 
-def follow_limit(options: CaptureOptions) -> float:
+async def _despite_cancellation(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if cancelled meanwhile, then pass the cancellation on."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+def _follow_limit(options: CaptureOptions) -> float:
     """How long the agent may follow a snapshot file: the capture's timeout, else a day
     (the agent must end by itself even if heapsnap vanished)."""
     return options.timeout_seconds or 24 * 3600
@@ -125,7 +137,7 @@ class TempfileTransfer:
         session, directory = self.inspection.session, self.directory
         pid, agent, info = session.info.pid, session.agent, session.info
         path = posixpath.join(directory, f".heapsnap-{uuid.uuid4().hex}.heapsnapshot")
-        timeout = follow_limit(session.options)
+        timeout = _follow_limit(session.options)
         pump.phase = "generating"
         follower = asyncio.create_task(agent.tail(info, path, timeout, pump.feed))
         writing: asyncio.Future[dict[str, Any]] | None = None
@@ -166,7 +178,7 @@ class TempfileTransfer:
             # The agent unlinks the file once it opened it; this covers a failure before that,
             # even when a second Ctrl-C cancels the clean-up: the file may be hundreds of MiB.
             with contextlib.suppress(HeapsnapError):
-                await despite_cancellation(agent.remove(info, path))
+                await _despite_cancellation(agent.remove(info, path))
             raise
 
 
@@ -184,7 +196,7 @@ class SignalTransfer:
 
     async def run(self, pump: BytePump) -> None:
         info = self.session.info
-        timeout = follow_limit(self.session.options)
+        timeout = _follow_limit(self.session.options)
         result = await self.session.agent.signal_follow(info, self.signal, self.directory, timeout, pump.feed)
         stderr = result.stderr.decode(errors="replace").strip()
         if result.exit_code == AgentExit.GONE:
@@ -249,19 +261,15 @@ async def snapshot(inspection: Inspection, sink: Sink, last: bool = True) -> Cap
     pump = BytePump(sink, session.report, session.options.summary_top)
     release = inspection.release if last else _nothing
     try:
-        try:
+        async with inspector_failures(
+            inspection,
+            exited=f"Process {pid} exited during the capture; no snapshot was stored.",
+            closed=f"The inspector connection of process {pid} closed during the capture",
+            refused=f"Process {pid} refused the heap snapshot",
+        ):
             transfer = await choose_transfer(inspection, release)
             inspection.target.transfer = transfer.name
             await transfer.run(pump)
-        except CdpClosed as error:
-            raise await explain_closed(
-                inspection,
-                error,
-                exited=f"Process {pid} exited during the capture; no snapshot was stored.",
-                closed=f"The inspector connection of process {pid} closed during the capture",
-            ) from error
-        except CdpCommandError as error:
-            raise CaptureError(f"Process {pid} refused the heap snapshot: {error}") from error
         if pump.received == 0:
             raise CaptureError(f"Process {pid} produced an empty heap snapshot.")
         return await pump.commit(inspection.target, inspection.preflight, started)

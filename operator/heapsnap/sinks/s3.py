@@ -26,13 +26,13 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 
+from heapsnap._units import MiB
 from heapsnap.errors import BucketNotFound, InvalidInput, StorageAccessDenied, StorageError, UploadFailed
 from heapsnap.sinks.base import Artifact, StoredBytes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB
 #: S3's limit on the parts of one multipart upload.
 MAX_PARTS = 10_000
