@@ -15,7 +15,15 @@ WATCH_GRANTS: frozenset[Grant] = frozenset(
     + [("", "pods", v) for v in ("get", "list", "watch")]
     + [("", sub, v) for sub in ("pods/exec", "pods/portforward") for v in ("get", "create")]
     + [("", "events", v) for v in ("create", "patch")]
+    # HeapSnapshotPolicies: read them, write their status, create and prune their captures,
+    # and read pods' memory from metrics-server.
+    + [("heapsnap.dev", "heapsnapshotpolicies", v) for v in ("get", "list", "watch")]
+    + [("heapsnap.dev", "heapsnapshotpolicies/status", v) for v in ("get", "patch", "update")]
+    + [("heapsnap.dev", "heapsnapshots", v) for v in ("create", "delete")]
+    + [("metrics.k8s.io", "pods", v) for v in ("get", "list")]
 )
+# Cluster-wide in either mode (nodes are not namespaced): the kubelets' stats summaries.
+NODE_STATS_GRANTS: frozenset[Grant] = frozenset([("", "nodes/proxy", "get")])
 SECRET_GRANTS: frozenset[Grant] = frozenset([("", "secrets", "get")])
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart._contract import SECRET_GRANTS, WATCH_GRANTS, lease_grants
+from tests.chart._contract import NODE_STATS_GRANTS, SECRET_GRANTS, WATCH_GRANTS, lease_grants
 from tests.chart._helm import CHART, REPO, Grant, Helm, Manifests, grants_of, load_all, path_get
 
 RELEASE, NAMESPACE, FULLNAME = "hs", "heapsnap-system", "hs-heapsnap"
@@ -22,6 +22,7 @@ class Case:
     sets: tuple[str, ...] = ()
     watch: tuple[str, ...] = ()  # the namespaces watched; empty means cluster-wide
     secrets: bool = True
+    node_stats: bool = True
     lease: str | None = FULLNAME
     service_account: str = FULLNAME
     fullname: str = FULLNAME
@@ -45,6 +46,8 @@ CASES = [
             (*DEPLOY, f"{CONTAINER}.env[name=HEAPSNAP_MAX_CONCURRENT_CAPTURES].value", "4"),
             (*DEPLOY, f"{CONTAINER}.env[name=HEAPSNAP_HEALTH_PORT].value", "8080"),
             (*DEPLOY, f"{CONTAINER}.env[name=HEAPSNAP_LOG_LEVEL].value", "INFO"),
+            (*DEPLOY, f"{CONTAINER}.env[name=HEAPSNAP_POLICY_INTERVAL_SECONDS].value", "15"),
+            (*DEPLOY, f"{CONTAINER}.env[name=HEAPSNAP_MEMORY_SOURCE].value", "auto"),
             (
                 *DEPLOY,
                 f"{CONTAINER}.env[name=POD_NAMESPACE].valueFrom.fieldRef.fieldPath",
@@ -163,6 +166,16 @@ CASES = [
         ),
     ),
     Case(
+        "policies-with-metrics-server-only",
+        sets=("policies.readNodeStats=false", "policies.memorySource=metrics", "policies.pollSeconds=30"),
+        node_stats=False,
+        expect=(
+            (*DEPLOY, f"{CONTAINER}.env[name=HEAPSNAP_POLICY_INTERVAL_SECONDS].value", "30"),
+            (*DEPLOY, f"{CONTAINER}.env[name=HEAPSNAP_MEMORY_SOURCE].value", "metrics"),
+            ("ClusterRole", f"{FULLNAME}-node-stats", "", ABSENT),
+        ),
+    ),
+    Case(
         "fullname-override",
         sets=("fullnameOverride=heapsnap", "watchNamespaces={apps}"),
         watch=("apps",),
@@ -198,6 +211,8 @@ def test_rendered_objects(helm: Helm, case: Case) -> None:
         expected[scope] = set(WATCH_GRANTS | (SECRET_GRANTS if case.secrets else frozenset()))
     if case.lease:
         expected.setdefault(NAMESPACE, set()).update(lease_grants(case.lease))
+    if case.node_stats and not case.watch:
+        expected.setdefault("", set()).update(NODE_STATS_GRANTS)
     assert grants_of(manifests, case.service_account, NAMESPACE) == expected
 
     deployment = manifests.get("Deployment", case.fullname)
@@ -253,6 +268,8 @@ REJECTED = [
     ("port-below-1024", "healthPort=80", "healthPort"),
     ("bad-digest", "image.digest=latest", "digest"),
     ("bad-scrape-interval", "metrics.serviceMonitor.interval=30", "interval"),
+    ("unknown-memory-source", "policies.memorySource=prometheus", "memorySource"),
+    ("poll-too-often", "policies.pollSeconds=0", "pollSeconds"),
 ]
 
 

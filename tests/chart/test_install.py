@@ -46,6 +46,10 @@ RESOURCES = [
     ("heapsnap.dev", "heapsnapshots"),
     ("heapsnap.dev", "heapsnapshots/status"),
     ("heapsnap.dev", "heapsnapshots/finalizers"),
+    ("heapsnap.dev", "heapsnapshotpolicies"),
+    ("heapsnap.dev", "heapsnapshotpolicies/status"),
+    ("metrics.k8s.io", "pods"),
+    ("", "nodes/proxy"),
     ("", "pods"),
     ("", "pods/exec"),
     ("", "pods/portforward"),
@@ -173,7 +177,10 @@ def test_install_creates_roles_only_in_the_watched_namespace(cluster: Cluster, i
     where = sorted((r["metadata"]["namespace"], r["metadata"]["name"]) for r in roles)
     prefix = installed.service_account
     assert where == sorted(
-        [(installed.watched, f"{prefix}-{p}") for p in ("heapsnapshots", "capture", "credentials")]
+        [
+            (installed.watched, f"{prefix}-{p}")
+            for p in ("heapsnapshots", "policies", "capture", "credentials")
+        ]
         + [(installed.namespace, f"{prefix}-leader-election")]
     )
     bindings = json.loads(

@@ -4,6 +4,7 @@ kubectl heapsnap capture POD [-c CONTAINER] --s3 s3://bucket/prefix [--wait]
 kubectl heapsnap get NAME -o FILE        # download, verifying sha256
 kubectl heapsnap list [-A]
 kubectl heapsnap analyze NAME [--html report.html]   # leaks, diff or summary, here
+kubectl heapsnap policy create|list|describe         # HeapSnapshotPolicies
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
+def storage_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """spec.storage from --s3 and the S3 flags (also used by ``policy create``)."""
     bucket, prefix = parse_s3_uri(args.s3)
     s3: dict[str, Any] = {"bucket": bucket}
     if prefix:
@@ -62,6 +64,10 @@ def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
             s3[key] = value
     if args.path_style:
         s3["forcePathStyle"] = True
+    return {"s3": s3}
+
+
+def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
     target: dict[str, Any] = {"podName": args.pod}
     if args.container:
         target["container"] = args.container
@@ -75,7 +81,7 @@ def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "target": target,
         "method": args.method,
-        "storage": {"s3": s3},
+        "storage": storage_from_args(args),
         "compression": "none" if args.no_gzip else "gzip",
         "preflight": args.preflight,
     }
@@ -328,7 +334,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         items = api.custom.list_namespaced_custom_object(GROUP, VERSION, _namespace(args, api), PLURAL)[
             "items"
         ]
-    rows = [("NAMESPACE", "NAME", "POD", "PHASE", "SIZE", "AGE")]
+    rows = [("NAMESPACE", "NAME", "POD", "PHASE", "SIZE", "POLICY", "AGE")]
     for obj in items:
         meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
         pod = (
@@ -344,6 +350,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 pod,
                 status.get("phase") or "Pending",
                 f"{size / 1048576:.1f}Mi" if size else "",
+                (meta.get("annotations") or {}).get(f"{GROUP}/policy") or "",
                 _age(meta.get("creationTimestamp")),
             )
         )
@@ -416,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("-n", "--namespace", default=argparse.SUPPRESS)
     lst.add_argument("-A", "--all-namespaces", action="store_true")
     lst.set_defaults(func=cmd_list)
+
+    from heapsnap.cli import policy
+
+    policy.add_commands(sub)
     return parser
 
 

@@ -69,6 +69,14 @@ class Metrics:
             buckets=SIZE_BUCKETS,
             registry=self.registry,
         )
+        self.policy_triggers = Counter(
+            "heapsnap_policy_triggers",
+            "HeapSnapshotPolicy triggers, by namespace, kind (schedule, memory, growth, restart) and "
+            "outcome (Created; Cooldown, MaxConcurrent or Failed when no capture was created; "
+            "DidNotFit, kind any, when a capture's preflight refused it).",
+            ["namespace", "kind", "outcome"],
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "heapsnap_leader",
             "1 while this replica captures: it holds the Lease, or leader election is off.",

@@ -20,10 +20,13 @@ from heapsnap.controller.capture import Limits
 from heapsnap.controller.health import serve_health
 from heapsnap.controller.leader import LeaderElector
 from heapsnap.controller.metrics import Metrics
+from heapsnap.controller.policy import PolicyController
 from heapsnap.controller.settings import Settings
 from heapsnap.controller.ttl import sweep_forever
 from heapsnap.k8s.api import connect
+from heapsnap.k8s.memory import make_source
 from heapsnap.k8s.objects import Cluster
+from heapsnap.k8s.policyops import PolicyCluster
 from heapsnap.sinks import s3
 
 logger = logging.getLogger(__name__)
@@ -78,6 +81,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
             )
         )
         sweeper = asyncio.ensure_future(sweep_forever(api, settings.namespaces))
+        policies = PolicyController(
+            PolicyCluster(api),
+            make_source(api, settings.memory_source),
+            namespaces=settings.namespaces,
+            global_limit=settings.max_concurrent_captures,
+            metrics=metrics,
+        )
+        policing = asyncio.ensure_future(policies.run(settings.policy_interval))
         keeper = asyncio.ensure_future(elector.keep()) if elector is not None else None
         watched = {operator} | ({keeper} if keeper is not None else set())
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -92,7 +103,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> int:
             # Never silently: an operator that stops by itself must say why and exit non-zero.
             logger.exception("kopf stopped with an error")
             failed = True
-        for task in (sweeper, keeper):
+        for task in (sweeper, policing, keeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):

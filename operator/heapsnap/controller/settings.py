@@ -20,6 +20,9 @@ class Settings:
     lease_namespace: str = "default"
     identity: str = "heapsnap-operator"
     log_level: str = "INFO"
+    # HeapSnapshotPolicies: how often each is reconciled, and where memory readings come from.
+    policy_interval: int = 15
+    memory_source: str = "auto"
 
     @property
     def clusterwide(self) -> bool:
@@ -56,6 +59,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     level = env.get("HEAPSNAP_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise InvalidInput(f"HEAPSNAP_LOG_LEVEL={level!r}; use DEBUG, INFO, WARNING or ERROR.")
+    source = env.get("HEAPSNAP_MEMORY_SOURCE", "auto").strip().lower() or "auto"
+    if source not in ("auto", "kubelet", "metrics"):
+        raise InvalidInput(f"HEAPSNAP_MEMORY_SOURCE={source!r}; use auto, kubelet or metrics.")
     return Settings(
         namespaces=namespaces,
         max_concurrent_captures=_int(env, "HEAPSNAP_MAX_CONCURRENT_CAPTURES", 4, 1, 1000),
@@ -69,4 +75,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         identity=env.get("POD_NAME", "").strip() or socket.gethostname(),
         log_level=level,
+        policy_interval=_int(env, "HEAPSNAP_POLICY_INTERVAL_SECONDS", 15, 1, 600),
+        memory_source=source,
     )
