@@ -555,3 +555,66 @@ def test_view_pod_ignores_pods_that_are_not_running() -> None:
         status=V1PodStatus(phase="Pending"),
     )
     assert view_pod(pod, "app", {}) is None
+
+
+POD_METRICS = {
+    "kind": "PodMetricsList",
+    "apiVersion": "metrics.k8s.io/v1beta1",
+    "metadata": {},
+    "items": [
+        {
+            "metadata": {
+                "name": "api-7d9f8-x2k4q",
+                "namespace": "shop",
+                "creationTimestamp": "2026-12-04T10:15:30Z",
+            },
+            "timestamp": "2026-12-04T10:15:19Z",
+            "window": "15.012s",
+            "containers": [
+                {"name": "app", "usage": {"cpu": "31820019n", "memory": "414336Ki"}},
+                {"name": "envoy", "usage": {"cpu": "4102871n", "memory": "34820Ki"}},
+            ],
+        }
+    ],
+}
+
+
+def test_metrics_api_readings_and_the_kubelet_fallback() -> None:
+    """metrics.k8s.io where it is served (its figure is the same working set, in Ki), the
+    kubelets' summaries where it is not."""
+    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodSpec
+    from kubernetes.client.exceptions import ApiException
+
+    from heapsnap.k8s.memory import AutoSource, parse_pod_metrics
+
+    (app, envoy) = parse_pod_metrics(POD_METRICS)
+    assert (app.pod, app.container, app.working_set) == ("api-7d9f8-x2k4q", "app", 414336 * 1024)
+    assert envoy.source == "metrics.k8s.io"
+    summary = json.loads((DATA / "stats-summary.json").read_text())
+    served = {"metrics": True}
+    calls: list[str] = []
+
+    class Api:
+        async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+            return fn(*args)
+
+        def get(self, path: str, response_type: str) -> Any:
+            calls.append(path)
+            if path.startswith("/apis/metrics.k8s.io"):
+                if not served["metrics"]:
+                    raise ApiException(status=404, reason="Not Found")
+                return POD_METRICS if "/namespaces/" in path else {"kind": "APIResourceList"}
+            return summary
+
+    pods = [
+        V1Pod(
+            metadata=V1ObjectMeta(name="api-7d9f8-x2k4q"), spec=V1PodSpec(containers=[], node_name="worker-1")
+        )
+    ]
+    source = AutoSource(Api(), recheck=0)  # type: ignore[arg-type]
+    found = asyncio.run(source.read("shop", pods))
+    assert found[("api-7d9f8-x2k4q", "app")].source == "metrics.k8s.io" and source.name == "metrics.k8s.io"
+    served["metrics"] = False
+    found = asyncio.run(source.read("shop", pods))
+    assert found[("api-7d9f8-x2k4q", "app")].working_set == 424280064 and source.name == "kubelet"
+    assert calls[-1] == "/api/v1/nodes/worker-1/proxy/stats/summary"
