@@ -301,6 +301,19 @@ def test_history_limit_keeps_the_newest_finished_captures(world: World) -> None:
     assert [r["name"] for r in world.status("history")["recent"]] == made[::-1]
 
 
+def test_deleting_a_policy_stops_it_and_its_captures_go_with_it(world: World) -> None:
+    world.pod("api-0")
+    world.policy("gone", triggers=[{"schedule": {"cron": "*/10 * * * *"}}])
+    world.round()
+    world.clock.set(next_boundary(world.clock.now(), 10) + datetime.timedelta(seconds=1))
+    world.round()
+    assert len(world.snapshots("gone")) == 1
+    world.cluster.kubectl("delete", "heapsnapshotpolicy", "gone", "-n", world.namespace)
+    assert asyncio.run(world.controller.reconcile_all()) == 0
+    # The garbage collector deletes what the policy owned.
+    wait_for("the policy's HeapSnapshots to be collected", lambda: world.snapshots("gone") == [], 60)
+
+
 def test_suspend_stops_triggers_and_skips_missed_schedules(world: World) -> None:
     world.pod("api-0")
     world.policy("paused", triggers=[{"schedule": {"cron": "*/10 * * * *"}}], suspend=True)

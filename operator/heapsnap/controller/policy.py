@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -238,6 +239,7 @@ class PolicyRound:
         self.cluster = controller.cluster
         self.now = now
         self.status: dict[str, Any] = dict(obj.get("status") or {})
+        self.original = json.dumps(self.status, sort_keys=True)
         self.events: list[tuple[str, str, str]] = []
 
     # -- status helpers ------------------------------------------------------------
@@ -304,12 +306,17 @@ class PolicyRound:
         await self.save()
 
     async def save(self) -> None:
-        if await self.cluster.patch_status(self.namespace, self.name, self.status):
-            for type_, reason, message in self.events:
-                try:
-                    await self.cluster.event(self.obj, type_, reason, message)
-                except (ApiException, OSError) as error:
-                    logger.warning("event on policy %s/%s failed: %s", self.namespace, self.name, error)
+        """Write the status if this round changed it (a quiet policy costs no writes), then
+        post the round's Events."""
+        if json.dumps(self.status, sort_keys=True) != self.original and not await self.cluster.patch_status(
+            self.namespace, self.name, self.status
+        ):
+            return  # the policy was deleted meanwhile
+        for type_, reason, message in self.events:
+            try:
+                await self.cluster.event(self.obj, type_, reason, message)
+            except (ApiException, OSError) as error:
+                logger.warning("event on policy %s/%s failed: %s", self.namespace, self.name, error)
 
     @staticmethod
     def describe(policy: PolicySpec, pods: int) -> str:
