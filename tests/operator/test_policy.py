@@ -383,6 +383,44 @@ def test_max_concurrent_under_a_selector_of_several_pods(world: World) -> None:
     assert world.status("fleet")["active"] == 3
 
 
+def test_a_policy_matching_200_pods_starts_no_more_than_the_operator_limit(world: World) -> None:
+    pods = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"api-{i:03d}", "namespace": world.namespace, "labels": {"app": "api"}},
+                "spec": {
+                    "nodeName": world.cluster.node_name,
+                    "containers": [{"name": "app", "image": "node:22"}],
+                },
+            }
+            for i in range(200)
+        ],
+    }
+    world.cluster.kubectl("apply", "-f", "-", input=json.dumps(pods))
+    world.policy("everyone", triggers=[{"schedule": {"cron": "*/10 * * * *"}}], maxConcurrent=100)
+    controller = world.new_controller(global_limit=4)
+
+    def all_running() -> bool:
+        world.round(controller)
+        return world.status("everyone").get("matchedPods") == 200
+
+    wait_for("200 Running pods", all_running, 120, interval=1)
+    world.clock.set(next_boundary(world.clock.now(), 10) + datetime.timedelta(seconds=1))
+    world.round(controller)
+    assert len(world.snapshots("everyone")) == 4
+    status = world.status("everyone")
+    assert status["active"] == 4 and status["counts"] == {"triggered": 200, "created": 4, "skipped": 196}
+    # One Event for the 196 pods skipped, not one each.
+    (skip,) = [
+        e for e in events_for(world.cluster, world.namespace, "everyone") if e["reason"] != "Triggered"
+    ]
+    assert skip["reason"] == "SkippedMaxConcurrent" and "196 pod(s) not captured" in skip["message"]
+
+
 def test_headroom_condition_at_creation_says_whether_a_capture_fits(world: World) -> None:
     world.pod("api-0", limit="512Mi")
     world.policy("tight", triggers=[{"memory": {"above": "80%"}}])

@@ -552,6 +552,7 @@ class PolicyRound:
         states = self.pod_states()
         recent = list(self.status.get("recent") or [])
         metrics = self.controller.metrics
+        skipped: dict[str, list[Outcome]] = {}
         for o in outcomes:
             hit = o.fired
             kind = hit.trigger.kind
@@ -588,13 +589,20 @@ class PolicyRound:
                 )
             else:
                 self.count("skipped")
-                self.events.append(
-                    (
-                        "Normal",
-                        f"Skipped{o.outcome}",
-                        f"{hit.reason}: pod {hit.pod.name} not captured, {o.message}.",
-                    )
+                skipped.setdefault(o.outcome, []).append(o)
+        # One Event per kind of skip and round, however many pods a schedule matched.
+        for outcome, group in skipped.items():
+            first = group[0]
+            pods = ", ".join(o.fired.pod.name for o in group[:5])
+            more = f" and {len(group) - 5} more" if len(group) > 5 else ""
+            self.events.append(
+                (
+                    "Warning" if outcome == "Failed" else "Normal",
+                    f"Skipped{outcome}",
+                    f"{first.fired.reason}: {len(group)} pod(s) not captured ({pods}{more}): "
+                    f"{first.message}.",
                 )
+            )
         self.status["recent"] = recent[:RECENT]
         ordered = sorted(states.values(), key=lambda s: s.get("lastTriggerTime") or "", reverse=True)
         self.status["pods"] = ordered[:MAX_PODS]
