@@ -240,3 +240,29 @@ def test_bad_policies_are_rejected_by_the_api_server_naming_the_field(
     with pytest.raises(subprocess.CalledProcessError) as info:
         apply_policy(cluster, namespace, "bad", spec)
     assert words in info.value.stderr
+
+
+def test_kubectl_heapsnap_policy_create_makes_a_policy_the_api_server_accepts(
+    cluster: Any, policy_crd: Path, namespace: str
+) -> None:
+    import sys
+
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "heapsnap.cli.kubectl", "-n", namespace, "policy", "create", "api-leaks"),
+            *("-l", "app=api", "-c", "app", "--s3", "s3://diag/prod", "--credentials-secret", "s3-creds"),
+            *("--memory-above", "80%", "--schedule", "0 3 * * *", "--time-zone", "Europe/Berlin"),
+            *("--growth", "30%/1h", "--restart-after", "10m", "--cooldown", "6h"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "heapsnapshotpolicy.heapsnap.dev/api-leaks created"
+    got = json.loads(
+        cluster.kubectl("get", "heapsnapshotpolicy", "api-leaks", "-n", namespace, "-o", "json").stdout
+    )
+    assert got["spec"]["triggers"][0] == {"schedule": {"cron": "0 3 * * *", "timeZone": "Europe/Berlin"}}
+    assert got["spec"]["template"]["storage"]["s3"]["prefix"] == "prod"
