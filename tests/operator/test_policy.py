@@ -497,6 +497,21 @@ def test_growth_trigger_over_a_window(world: World) -> None:
     world.round()
     (snap,) = world.snapshots("growing")
     assert "grew from 220 MiB to 290 MiB" in snap["metadata"]["annotations"]["heapsnap.dev/trigger"]
+    # Growing on, within the cooldown: no second capture.
+    world.finish(snap["metadata"]["name"], "Succeeded")
+    for minutes, working_set in ((16, 400), (20, 600)):
+        world.clock.set(start + datetime.timedelta(minutes=minutes))
+        world.memory.set(world.namespace, "api-0", "app", working_set * MiB, world.clock.now())
+        world.round()
+    assert len(world.snapshots("growing")) == 1
+    # Past it, the growth still within the window captures again.
+    world.clock.set(start + datetime.timedelta(minutes=75))
+    world.memory.set(world.namespace, "api-0", "app", 900 * MiB, world.clock.now())
+    world.round()
+    world.clock.set(start + datetime.timedelta(minutes=76))
+    world.memory.set(world.namespace, "api-0", "app", 1200 * MiB, world.clock.now())
+    world.round()
+    assert len(world.snapshots("growing")) == 2
 
 
 def test_restart_trigger_arms_a_capture_of_the_replacement(world: World) -> None:
