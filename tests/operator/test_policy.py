@@ -370,6 +370,11 @@ def test_max_concurrent_under_a_selector_of_several_pods(world: World) -> None:
     world.round()
     pods = sorted(s["metadata"]["annotations"][POD_ANNOTATION] for s in world.snapshots("fleet"))
     assert pods == ["api-0", "api-1", "api-2", "api-3"]
+    # A pod that goes away leaves the status once its cooldown is over.
+    world.cluster.kubectl("delete", "pod", "api-3", "-n", world.namespace, "--grace-period=0", "--force")
+    world.clock.set(due + datetime.timedelta(minutes=25))
+    world.round()
+    assert sorted(p["pod"] for p in world.status("fleet")["pods"]) == ["api-0", "api-1", "api-2"]
 
     # The operator's own limit holds whatever maxConcurrent says.
     world.policy("fleet", triggers=[{"schedule": {"cron": "*/10 * * * *"}}], maxConcurrent=50, cooldown="1m")

@@ -299,7 +299,7 @@ class PolicyRound:
         fired = self.fire(policy, views, due)
         active = [o for o in owned if _finished(o) is None]
         outcomes = await self.act(policy, fired, owned, len(active))
-        self.record(outcomes)
+        self.record(outcomes, {v.name for v in views}, policy.cooldown)
         self.status["active"] = len(active) + sum(1 for o in outcomes if o.outcome == "Created")
         self.condition(c.READY, "True", "Active", self.describe(policy, len(views)))
         self.status["observedGeneration"] = self.generation
@@ -548,7 +548,7 @@ class PolicyRound:
             outcomes.append(Outcome(hit, "Created", snapshot=name))
         return outcomes
 
-    def record(self, outcomes: list[Outcome]) -> None:
+    def record(self, outcomes: list[Outcome], matched: set[str], cooldown: float) -> None:
         states = self.pod_states()
         recent = list(self.status.get("recent") or [])
         metrics = self.controller.metrics
@@ -604,7 +604,19 @@ class PolicyRound:
                 )
             )
         self.status["recent"] = recent[:RECENT]
-        ordered = sorted(states.values(), key=lambda s: s.get("lastTriggerTime") or "", reverse=True)
+
+        # A pod that is gone drops out once its cooldown is over (its name may come back, as a
+        # StatefulSet's do, and must still wait until then).
+        def keep(state: Mapping[str, Any]) -> bool:
+            last = parse_time(state.get("lastTriggerTime"))
+            recent_enough = last is not None and (self.now - last).total_seconds() < cooldown
+            return state["pod"] in matched or recent_enough
+
+        ordered = sorted(
+            (s for s in states.values() if keep(s)),
+            key=lambda s: s.get("lastTriggerTime") or "",
+            reverse=True,
+        )
         self.status["pods"] = ordered[:MAX_PODS]
 
     # -- finished captures: what did not fit, and the history limit ---------------------
