@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries from the Go module proxy into
 # $HEAPSNAP_CACHE/cluster/<versions-key>/bin, once per machine. Prints the cache folder.
-# kube-apiserver, kube-controller-manager, kubectl and etcd come from this folder's go.mod
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and etcd come from this folder's go.mod
 # (k8s.io/kubernetes with its staging modules mapped to published versions); kwok and
 # helm are separate modules with their own dependency graphs, installed with GOBIN.
 # Each binary's cold build time goes to build-times.txt next to bin/.
@@ -11,7 +11,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../../operator/heapsnap/devcluster/versions.sh"
 cache="${HEAPSNAP_CACHE:-$HOME/.cache/heapsnap}/cluster/$CLUSTER_VERSIONS_KEY"
 bin="$cache/bin"
-binaries=(kube-apiserver kube-controller-manager kubectl etcd kwok helm)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok helm)
 
 complete() {
   local name
@@ -62,7 +62,10 @@ install_module() {
 total=$SECONDS
 timed kube-apiserver build_here kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
 timed kube-controller-manager build_here kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
+timed kube-scheduler build_here kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
 timed kubectl build_here kubectl k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+# The real node (tests/realnode): about 45 s once the API server's packages are in Go's build cache.
+timed kubelet build_here kubelet k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags"
 timed etcd build_here etcd go.etcd.io/etcd/server/v3
 timed kwok install_module kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 # helm's version variable defaults to the minor release only ("v3.22").

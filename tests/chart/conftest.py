@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chart import _dockerfile
+from heapsnap.devcluster import dockerfile as _dockerfile
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = ("requirements.lock", "requirements-build.lock")

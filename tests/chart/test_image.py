@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chart import _dockerfile
+from heapsnap.devcluster import dockerfile as _dockerfile
 from tests.chart.conftest import REPO, ImageVenv
 
 HADOLINT = Path(sys.executable).parent / "hadolint"

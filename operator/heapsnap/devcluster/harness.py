@@ -39,8 +39,12 @@ import yaml
 from heapsnap.devcluster.pki import Pki, make_pki
 
 HERE = Path(__file__).resolve().parent
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "kwok", "helm")
+BINARIES = (
+    "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet",
+    "kwok", "helm",
+)  # fmt: skip
 NODE_NAME = "kwok-node-0"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Pod ports kwok forwards, each to the same port on 127.0.0.1: Node's default inspector
 # port and a range below the kernel's ephemeral ports (32768+), from which the harness
@@ -91,6 +95,22 @@ def require_binaries() -> None:
 
 
 # --- processes ------------------------------------------------------------------------
+
+
+def node_ip() -> str:
+    """This machine's address on the interface of its default route (eth0's here): the
+    real node's InternalIP, where pods reach the API server and the test S3 servers."""
+    try:
+
+        def ip(*args: str) -> Any:
+            return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True,
+                                             check=True, timeout=10).stdout)  # fmt: skip
+
+        device = ip("route", "show", "default")[0]["dev"]
+        addrs = ip("-4", "addr", "show", "dev", device)
+        return str(addrs[0]["addr_info"][0]["local"])
+    except (OSError, subprocess.SubprocessError, ValueError, LookupError) as exc:
+        raise ClusterError(f"no IPv4 address on a default route for the real node: {exc}") from exc
 
 
 def free_port() -> int:
@@ -319,12 +339,20 @@ class Cluster:
     # ---- lifecycle
 
     @classmethod
-    def start(cls, workdir: Path, *, tie_to_parent: bool = True, timeout: float = 90.0) -> Cluster:
-        """Starts etcd, kube-apiserver, kube-controller-manager and kwok; waits for a Ready node."""
+    def start(
+        cls, workdir: Path, *, tie_to_parent: bool = True, timeout: float = 90.0, scheduler: bool = False
+    ) -> Cluster:
+        """Starts etcd, kube-apiserver, kube-controller-manager and kwok; waits for a Ready node.
+        ``scheduler`` adds kube-scheduler (for workloads such as the chart's Deployment on
+        the real node); without it, only pods with a nodeName run.
+
+        The API server listens on every address, and its certificate names this machine's
+        node IP too: pods on the real node reach it there (no kube-proxy runs, so the
+        ``kubernetes`` Service's ClusterIP leads nowhere)."""
         require_binaries()
         workdir = workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        pki = make_pki(workdir / "pki")
+        pki = make_pki(workdir / "pki", extra_ips=(node_ip(),))
         etcd_port, peer_port, api_port, kwok_port = (free_port() for _ in range(4))
         server = f"https://127.0.0.1:{api_port}"
         kubeconfig = workdir / "admin.kubeconfig"
@@ -339,7 +367,9 @@ class Cluster:
         kubeconfig.chmod(0o600)
         cluster = cls(workdir=workdir, server=server, kubeconfig=kubeconfig, pki=pki, pids={})
         try:
-            cluster._start_processes(etcd_port, peer_port, api_port, kwok_port, tie_to_parent, timeout)
+            cluster._start_processes(
+                etcd_port, peer_port, api_port, kwok_port, tie_to_parent, timeout, scheduler
+            )
         except BaseException:
             cluster.stop()
             raise
@@ -359,7 +389,14 @@ class Cluster:
         self._save_state()
 
     def _start_processes(
-        self, etcd_port: int, peer_port: int, api_port: int, kwok_port: int, tie: bool, timeout: float
+        self,
+        etcd_port: int,
+        peer_port: int,
+        api_port: int,
+        kwok_port: int,
+        tie: bool,
+        timeout: float,
+        scheduler: bool,
     ) -> None:
         pki, b = self.pki, bin_dir()
         deadline = time.monotonic() + timeout
@@ -389,7 +426,7 @@ class Cluster:
                 str(b / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
                 "--etcd-prefix=/registry",
-                "--bind-address=127.0.0.1",
+                "--bind-address=0.0.0.0",
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={api_port}",
                 f"--cert-dir={self.workdir / 'apiserver'}",
@@ -429,6 +466,19 @@ class Cluster:
             ],
             tie,
         )
+        if scheduler:
+            self._run(
+                "kube-scheduler",
+                [
+                    str(b / "kube-scheduler"),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--secure-port=0",
+                    "--leader-elect=false",
+                ],
+                tie,
+            )
         config = self.workdir / "kwok.yaml"
         config.write_text(kwok_config())
         self._run(
@@ -437,7 +487,8 @@ class Cluster:
                 str(b / "kwok"),
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={config}",
-                "--manage-all-nodes=true",
+                # Only its own fake nodes: a real kubelet's node is the kubelet's.
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 "--node-ip=127.0.0.1",
                 f"--node-port={kwok_port}",
                 f"--server-address=127.0.0.1:{kwok_port}",
@@ -602,7 +653,7 @@ class Cluster:
             "metadata": {
                 "name": self.node_name,
                 "labels": {"kubernetes.io/hostname": self.node_name, "type": "kwok"},
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "annotations": {KWOK_NODE_ANNOTATION: "fake"},
             },
         }
         self._core().create_node(node)

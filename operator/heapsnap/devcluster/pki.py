@@ -105,8 +105,9 @@ def _leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def make_pki(directory: Path) -> Pki:
-    """Writes a fresh CA, serving and admin certificates and the service-account keys."""
+def make_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Writes a fresh CA, serving and admin certificates and the service-account keys.
+    ``extra_ips``: more addresses of the API server (the node IP that pods reach it at)."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
         ca_cert=directory / "ca.crt",
@@ -143,7 +144,7 @@ def make_pki(directory: Path) -> Pki:
     _write_key(pki.ca_key, ca_key)
 
     sans: list[x509.GeneralName] = [x509.DNSName(name) for name in SERVING_DNS_NAMES]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in (*SERVING_IPS, *extra_ips)]
     serving_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
     serving, serving_key = _leaf(serving_name, ca_name, ca_key, ExtendedKeyUsageOID.SERVER_AUTH, sans)
     _write_cert(pki.serving_cert, serving)
@@ -167,3 +168,44 @@ def make_pki(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+@dataclass(frozen=True)
+class NodeCerts:
+    """A kubelet's client certificate (its node identity) and serving certificate."""
+
+    client_cert: Path
+    client_key: Path
+    serving_cert: Path
+    serving_key: Path
+
+
+def make_node_certs(pki: Pki, directory: Path, node_name: str, node_ip: str) -> NodeCerts:
+    """Certificates of the kubelet of ``node_name``: a client certificate in the group
+    system:nodes (the Node authorizer's identity), and a serving certificate for
+    ``node_ip`` and the node's name, both signed by the cluster's CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    certs = NodeCerts(
+        client_cert=directory / "kubelet-client.crt",
+        client_key=directory / "kubelet-client.key",
+        serving_cert=directory / "kubelet.crt",
+        serving_key=directory / "kubelet.key",
+    )
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    client_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}"),
+        ]
+    )
+    client, client_key = _leaf(client_name, ca.subject, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write_cert(certs.client_cert, client)
+    _write_key(certs.client_key, client_key)
+    sans: list[x509.GeneralName] = [x509.DNSName(node_name), x509.IPAddress(ipaddress.ip_address(node_ip))]
+    serving_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name}@kubelet")])
+    serving, serving_key = _leaf(serving_name, ca.subject, ca_key, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    _write_cert(certs.serving_cert, serving)
+    _write_key(certs.serving_key, serving_key)
+    return certs

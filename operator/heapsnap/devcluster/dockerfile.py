@@ -1,6 +1,8 @@
 """Reads the Dockerfile and replays its build stage on this machine, where no container
-engine runs: the same COPY sources and the same RUN commands, in the same order, with the
-stage's paths (WORKDIR, the virtualenvs) moved under a temporary folder."""
+engine runs: the same COPY sources and the same RUN commands, in the same order. The
+stage's paths (WORKDIR, the virtualenvs) either move under a temporary folder (the chart
+tests' virtualenv) or stay where the Dockerfile puts them, inside a private mount
+namespace (the real node's operator image, :mod:`heapsnap.devcluster.images`)."""
 
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
             key, _, default = rest.partition("=")
             args[key] = default
         else:
-            assert stages, f"{keyword} before FROM"
+            if not stages:
+                raise ValueError(f"the Dockerfile has {keyword} before its first FROM")
             stages[-1].instructions.append((keyword, rest))
     return args, stages
 
@@ -62,11 +65,14 @@ def replay_build_stage(
     relocate: dict[str, Path],
     python: Path,
     extra_env: dict[str, str],
+    bindir: Path | None = None,
 ) -> dict[str, str]:
     """Runs ``stage`` with ``/bin/sh -c`` like ``docker build`` would. ``relocate`` maps each
     ENV variable that holds an absolute path to its place on this machine; ``python`` is
-    what the base image's ``python`` command is. Returns the environment the RUN lines saw."""
-    bindir = root / "image-bin"
+    what the base image's ``python`` command is, linked as ``python`` in ``bindir``
+    (default ``root/image-bin``): a virtualenv records that folder as its home. Returns the
+    environment the RUN lines saw."""
+    bindir = bindir or root / "image-bin"
     bindir.mkdir(parents=True, exist_ok=True)
     (bindir / "python").symlink_to(python)
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(root / "home"), **stage.env()}
@@ -79,12 +85,13 @@ def replay_build_stage(
             workdir.mkdir(parents=True, exist_ok=True)
         elif keyword == "COPY":
             *sources, dest = arg.split()
-            assert not any(s.startswith("--") for s in sources), f"unsupported COPY flags: {arg}"
+            if any(s.startswith("--") for s in sources):
+                raise ValueError(f"unsupported COPY flags in the build stage: {arg}")
             _copy(context, sources, workdir / dest)
         elif keyword == "RUN":
             subprocess.run(["/bin/sh", "-c", arg], cwd=workdir, env=env, check=True, timeout=600)
         elif keyword not in ("ENV", "LABEL"):
-            raise AssertionError(f"the build stage uses {keyword}, which this replay does not know")
+            raise ValueError(f"the build stage uses {keyword}, which this replay does not know")
     return env
 
 
