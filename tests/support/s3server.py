@@ -60,13 +60,15 @@ def free_port() -> int:
         return port
 
 
-def _wait_listening(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+def _wait_listening(
+    port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
@@ -107,7 +109,8 @@ def start_moto() -> S3Server:
     return S3Server("moto", endpoint, key["AccessKeyId"], key["SecretAccessKey"], True, process)
 
 
-def start_versitygw(root: Path) -> S3Server:
+def start_versitygw(root: Path, host: str = "127.0.0.1") -> S3Server:
+    """versitygw on ``host`` (the node IP for pods on the real node to reach it)."""
     port = free_port()
     access, secret = "HEAPSNAPTEST", "heapsnap-test-secret"
     process = subprocess.Popen(
@@ -119,15 +122,15 @@ def start_versitygw(root: Path) -> S3Server:
             secret,
             "-q",
             "--port",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             "posix",
             str(root),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_listening(port, process, "versitygw")
-    return S3Server("versitygw", f"http://127.0.0.1:{port}", access, secret, False, process)
+    _wait_listening(port, process, "versitygw", host=host)
+    return S3Server("versitygw", f"http://{host}:{port}", access, secret, False, process)
 
 
 def _stop(server: S3Server) -> None:

@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from heapsnap.controller.metrics import Metrics
-from heapsnap.errors import CaptureTimeout, HeapsnapError, PodError
+from heapsnap.errors import (
+    ActivationError,
+    CaptureError,
+    CaptureTimeout,
+    HeapsnapError,
+    PodError,
+    TargetError,
+    TransportError,
+)
 from heapsnap.k8s import conditions as c
 from heapsnap.k8s.objects import ResolvedTarget, ResourceGone, check_running, resolve
 from heapsnap.k8s.types import HeapSnapshotSpec, TargetSpec, object_keys, parse_spec
@@ -39,6 +47,9 @@ logger = logging.getLogger(__name__)
 SIDE_EFFECT_STEPS = frozenset({"activating", "signalling", "generating", "transferring", "done"})
 _PROGRESS_INTERVAL = 1.0
 _POD_POLL_SECONDS = 2.0
+# How long a failed capture waits for the pod's status to explain it: a real kubelet reports
+# a container's death (an OOM kill, say) after its next relist (1 s) and status sync.
+_FATE_SETTLE_SECONDS = 6.0
 # A target still busy writing the snapshot the dead capturer asked for answers only after it.
 _CLOSE_INSPECTOR_SECONDS = 120.0
 # A stopping operator's clean-up ends within this, so it exits inside the pod's grace period
@@ -331,10 +342,9 @@ class CaptureRun:
                 watch.result()  # raises the pod's fate
             if not work.cancelled() and work.exception() is not None:
                 # The engine may notice first that the pod is gone (an exec answered 404,
-                # say): the pod's fate is the better explanation than what the engine saw.
-                fate: PodError | None = None
-                with contextlib.suppress(Exception):
-                    fate = await self._pod_fate(target)
+                # the container's processes were killed with it): the pod's fate is the
+                # better explanation than what the engine saw, once the kubelet reported it.
+                fate = await self._settled_fate(target, work.exception())
                 if fate is not None:
                     raise fate from work.exception()
             return work.result()
@@ -387,6 +397,20 @@ class CaptureRun:
             if fate is not None:
                 raise fate
 
+    async def _settled_fate(self, target: ResolvedTarget, error: BaseException | None) -> PodError | None:
+        """The pod's fate after the engine failed with ``error``. Input and refusals are
+        the engine's own verdicts; other failures wait briefly for the kubelet's word."""
+        maybe_pod = isinstance(error, CaptureError | TargetError | TransportError | ActivationError)
+        settle = _FATE_SETTLE_SECONDS if maybe_pod else 0.0
+        deadline = time.monotonic() + settle
+        while True:
+            fate: PodError | None = None
+            with contextlib.suppress(Exception):
+                fate = await self._pod_fate(target)
+            if fate is not None or time.monotonic() >= deadline:
+                return fate
+            await asyncio.sleep(0.5)
+
     async def _pod_fate(self, target: ResolvedTarget) -> PodError | None:
         """The error to report if the target pod went away or its container restarted."""
         pod = await self.cluster.read_pod(self.namespace, target.pod)
@@ -397,9 +421,17 @@ class CaptureRun:
             )
         for status in pod.status.container_statuses or []:
             if status.name == target.container and int(status.restart_count or 0) != target.restart_count:
+                ended = status.last_state.terminated if status.last_state else None
+                why = f" ({ended.reason}, exit code {ended.exit_code})" if ended and ended.reason else ""
+                hint = (
+                    " It ran out of memory: raise its memory limit, or keep the preflight on "
+                    "(it refuses a capture that would not fit)."
+                    if ended is not None and ended.reason == "OOMKilled"
+                    else ""
+                )
                 return PodError(
-                    f"Container {target.container} of pod {target.pod} restarted during the capture; "
-                    "the process is gone and the partial snapshot was discarded.",
+                    f"Container {target.container} of pod {target.pod} restarted during the capture{why}; "
+                    f"the process is gone and the partial snapshot was discarded.{hint}",
                     reason="ContainerRestarted",
                 )
         return None

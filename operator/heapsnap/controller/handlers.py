@@ -61,14 +61,17 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     cfg = api.configuration
     header = api.auth_headers().get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    # The client's in-cluster config writes "bearer <token>" (lower case), a kubeconfig's
+    # token "Bearer <token>": HTTP auth schemes are case-insensitive (RFC 9110, 11.1).
+    bearer = scheme.lower() == "bearer"
     return kopf.ConnectionInfo(
         server=api.server,
         ca_path=cfg.ssl_ca_cert or None,
         insecure=not cfg.verify_ssl,
-        scheme=scheme if scheme == "Bearer" else None,
-        token=token if scheme == "Bearer" else None,
-        username=cfg.username or None if scheme != "Bearer" else None,
-        password=cfg.password or None if scheme != "Bearer" else None,
+        scheme="Bearer" if bearer else None,
+        token=token if bearer else None,
+        username=cfg.username or None if not bearer else None,
+        password=cfg.password or None if not bearer else None,
         certificate_path=cfg.cert_file or None,
         private_key_path=cfg.key_file or None,
     )

@@ -29,7 +29,9 @@ def available_memory(info: NodeProcessInfo | None, override: int | None) -> tupl
     if info is None:
         return None, "not visible"
     if info.memory_max is not None and info.memory_current is not None:
-        return info.memory_max - info.memory_current, "cgroup memory.max - memory.current"
+        # Both numbers: which one to change (the limit, or what the process holds) is the reader's call.
+        limit, usage = info.memory_max // MiB, info.memory_current // MiB
+        return info.memory_max - info.memory_current, f"its cgroup's limit {limit} MiB - usage {usage} MiB"
     if info.mem_available is not None:
         return info.mem_available, "MemAvailable of the machine (no cgroup limit visible)"
     return None, "unknown"
