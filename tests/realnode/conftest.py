@@ -9,6 +9,7 @@ them or in the bucket.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -328,14 +329,10 @@ def operator_values(cluster: Cluster, node: RealNode) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="package")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealWorld]:
-    missing = missing_binaries()
-    if missing:
-        pytest.fail(f"binaries missing ({', '.join(missing)}): run `bash dev/setup.sh`", pytrace=False)
-    if os.geteuid() != 0:
-        pytest.fail("the real node needs root (containerd, runc, cgroups)", pytrace=False)
-    workdir = tmp_path_factory.mktemp("realnode")
+@contextlib.contextmanager
+def real_world(workdir: Path) -> Iterator[RealWorld]:
+    """Everything of the real-node tests, from nothing, and back to nothing: the machine
+    checked as it was (``RealNode.stop``) on the way out."""
     workdir.chmod(0o755)
     cluster = Cluster.start(workdir / "cluster", scheduler=True)
     node: RealNode | None = None
@@ -365,7 +362,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealWorld]:
         )  # fmt: skip
         world = RealWorld(cluster, node, s3)
         world.operator_pod()
-        print(f"\nreal node, images and the operator's release ready in {time.monotonic() - started:.1f} s")
+        print(f"\nthe operator's release ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
         yield world
     finally:
         node = world.node if world is not None else node  # test_machine starts a new one
@@ -375,6 +372,17 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealWorld]:
             _stop(s3)
         cluster.stop()
     assert differences == [], f"the real node left the machine changed: {differences}"
+
+
+@pytest.fixture(scope="package")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealWorld]:
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(f"binaries missing ({', '.join(missing)}): run `bash dev/setup.sh`", pytrace=False)
+    if os.geteuid() != 0:
+        pytest.fail("the real node needs root (containerd, runc, cgroups)", pytrace=False)
+    with real_world(tmp_path_factory.mktemp("realnode")) as world:
+        yield world
 
 
 @pytest.fixture

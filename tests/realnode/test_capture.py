@@ -156,15 +156,13 @@ def test_kubectl_heapsnap_capture_wait_and_get(world: RealWorld, tmp_path: Path)
     )  # fmt: skip
     assert captured.returncode == 0, captured.stderr
     listed = world.cluster.kubectl("get", "heapsnapshots", "-n", "hs-apps", "-o", "json").stdout
-    names = [
-        o["metadata"]["name"]
-        for o in json.loads(listed)["items"]
-        if o["spec"]["target"].get("podName") == "plugin"
-    ]
-    assert len(names) == 1
-    got = world.kubectl_heapsnap("get", names[0])
+    items = json.loads(listed)["items"]
+    (obj,) = [o for o in items if o["spec"]["target"].get("podName") == "plugin"]
+    assert obj["status"]["phase"] == "Succeeded" and counts(obj)["PlantedThing"] == 4321
+    download = tmp_path / "plugin.heapsnapshot.gz"
+    got = world.kubectl_heapsnap("get", obj["metadata"]["name"], "-o", str(download))
     assert got.returncode == 0, got.stderr
-    assert "Succeeded" in got.stdout and "PlantedThing" in got.stdout, got.stdout
+    assert hashlib.sha256(download.read_bytes()).hexdigest() == obj["status"]["artifact"]["sha256"]
 
 
 def test_a_heapsnapshot_in_a_namespace_the_operator_does_not_watch_is_not_touched(world: RealWorld) -> None:

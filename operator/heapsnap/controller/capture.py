@@ -269,7 +269,7 @@ class CaptureRun:
                 await self._analyze(spec, results)
                 await self._succeeded(results)
         except HeapsnapError as error:
-            await self._fail(error, step_condition)
+            await self._fail(await self._closed_after(error), step_condition)
         except ResourceGone:
             raise
         except asyncio.CancelledError:
@@ -579,6 +579,22 @@ class CaptureRun:
             if step in ("transferring", "done") or len(keys) > 1:
                 with contextlib.suppress(Exception):
                     await self.backends.delete_object(config, key)
+
+    async def _closed_after(self, error: HeapsnapError) -> HeapsnapError:
+        """After a failed capture: the engine closes the inspector it opened, unless its
+        streams broke with the failure (a kubelet restart cuts exec and port-forward). Then
+        it is closed here, trying again while the path to the pod comes back."""
+        if (self.status.get("target") or {}).get("inspectorPort") is None:
+            return error
+        deadline = time.monotonic() + _CLOSE_INSPECTOR_SECONDS
+        while True:
+            done, inspector = await self._close_inspector(max(1.0, deadline - time.monotonic()))
+            if done:
+                self.status["target"]["inspectorPort"] = None
+                return error
+            if time.monotonic() >= deadline:
+                return HeapsnapError(f"{error.message} Also, {inspector}.", reason=error.reason)
+            await asyncio.sleep(2.0)
 
     async def _close_inspector(self, limit: float) -> tuple[bool, str]:
         """Close the inspector heapsnap opened, if it may still be open.

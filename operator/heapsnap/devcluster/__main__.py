@@ -1,5 +1,5 @@
-"""``python -m heapsnap.devcluster up|down|env``: the ``dev/cluster`` script."""
+"""``python -m heapsnap.devcluster up [--real-node]|down|env``: the ``dev/cluster`` script."""
 
-from heapsnap.devcluster.harness import main
+from heapsnap.devcluster.command import main
 
 raise SystemExit(main())

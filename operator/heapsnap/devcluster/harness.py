@@ -25,7 +25,6 @@ import socket
 import ssl
 import string
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -795,50 +794,3 @@ class Cluster:
 
     def _pod_ready(self, namespace: str, name: str) -> bool:
         return self._is_ready(self._read("pod", name, namespace))
-
-
-# --- dev/cluster ----------------------------------------------------------------------
-
-
-def dev_state_dir() -> Path:
-    return cache_dir() / "dev-cluster"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``dev/cluster up|down|env``: a long-lived local cluster for trying heapsnap by hand."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = args[0] if args else "help"
-    state = dev_state_dir()
-    if command == "up":
-        with contextlib.suppress(ClusterError):
-            existing = Cluster.attach(state)
-            if existing.alive():
-                print(f"export KUBECONFIG={existing.kubeconfig}")
-                return 0
-            existing.stop()
-        shutil.rmtree(state, ignore_errors=True)
-        started = time.monotonic()
-        cluster = Cluster.start(state, tie_to_parent=False)
-        print(
-            f"# cluster up in {time.monotonic() - started:.1f} s; logs in {state / 'logs'}", file=sys.stderr
-        )
-        print(f"export KUBECONFIG={cluster.kubeconfig}")
-        return 0
-    if command == "env":
-        cluster = Cluster.attach(state)
-        if not cluster.alive():
-            print("the dev cluster is not running: run `dev/cluster up`", file=sys.stderr)
-            return 1
-        print(f"export KUBECONFIG={cluster.kubeconfig}")
-        return 0
-    if command == "down":
-        with contextlib.suppress(ClusterError):
-            Cluster.attach(state).stop()
-        shutil.rmtree(state, ignore_errors=True)
-        return 0
-    print("usage: dev/cluster up|down|env", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

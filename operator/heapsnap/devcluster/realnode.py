@@ -98,6 +98,20 @@ def _nft_tables() -> list[str]:
     return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
+def _lock_holder(lock: IO[str]) -> str | None:
+    """The folder of a real node that still runs although no process holds the lock (one a
+    ``dev/cluster up`` left running), else None."""
+    lock.seek(0)
+    recorded = lock.read().strip()
+    if not recorded:
+        return None
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        pids = json.loads((Path(recorded) / "state.json").read_text())["pids"]
+        if any(Path(f"/proc/{int(pid)}").exists() for pid in pids.values()):
+            return recorded
+    return None
+
+
 @dataclass
 class MachineState:
     """What a real node may change on this machine, read before and after it runs."""
@@ -150,7 +164,9 @@ class RealNode:
     ip: str
     before: MachineState
     lock: IO[str]
+    tie_to_parent: bool = True
     popens: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
     imported: set[str] = field(default_factory=set)
 
     @property
@@ -164,7 +180,13 @@ class RealNode:
 
     @classmethod
     def start(
-        cls, cluster: Cluster, workdir: Path, *, name: str = REAL_NODE_NAME, timeout: float = 120.0
+        cls,
+        cluster: Cluster,
+        workdir: Path,
+        *,
+        name: str = REAL_NODE_NAME,
+        timeout: float = 120.0,
+        tie_to_parent: bool = True,
     ) -> RealNode:
         if os.geteuid() != 0:
             raise ClusterError("the real node needs root (containerd, runc, cgroups, a bridge): run as root")
@@ -176,24 +198,27 @@ class RealNode:
                 "the CNI plugins are missing: run `bash dev/setup.sh` (containernetworking-plugins)"
             )
         lock = LOCK_FILE.open("a+")
+        holder: str | None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder = _lock_holder(lock)
         except BlockingIOError:
             lock.seek(0)
-            holder = lock.read().strip()
+            holder = lock.read().strip() or "a process holds its lock"
+        if holder is not None:
             lock.close()
             raise ClusterError(
                 f"another real node runs on this machine ({holder}): stop it first (`dev/cluster down`)"
-            ) from None
+            )
+        workdir = workdir.resolve()
         lock.seek(0)
         lock.truncate()
-        lock.write(f"pid {os.getpid()}, {workdir}\n")
+        lock.write(f"{workdir}\n")
         lock.flush()
-        workdir = workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         before = MachineState.read()
         (workdir / "machine-before.json").write_text(json.dumps(asdict(before), indent=1))
-        node = cls(cluster=cluster, workdir=workdir, name=name, ip=node_ip(), before=before, lock=lock)
+        node = cls(cluster, workdir, name, node_ip(), before, lock, tie_to_parent)
         try:
             node._start(timeout)
         except BaseException:
@@ -345,26 +370,42 @@ state = "{d / "containerd" / "state"}"
         )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        self.popens[name] = spawn(argv, self.log(name), cwd=self.workdir)
+        popen = spawn(argv, self.log(name), cwd=self.workdir, tie_to_parent=self.tie_to_parent)
+        self.popens[name] = popen
+        self.pids[name] = popen.pid
+        self._save_state()
+
+    def _stop_process(self, name: str) -> None:
+        popen, pid = self.popens.pop(name, None), self.pids.pop(name, None)
+        if pid is not None:
+            kill_group(pid, popen)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        state = {"name": self.name, "ip": self.ip, "pids": self.pids}
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def attach(cls, cluster: Cluster, workdir: Path) -> RealNode:
+        """The node a ``start(..., tie_to_parent=False)`` left running (``dev/cluster``)."""
+        state = json.loads((workdir / "state.json").read_text())
+        before = MachineState(**json.loads((workdir / "machine-before.json").read_text()))
+        node = cls(cluster, workdir, state["name"], state["ip"], before, LOCK_FILE.open("a+"), False)
+        node.pids = {k: int(v) for k, v in state["pids"].items()}
+        return node
 
     def restart_kubelet(self) -> None:
         """Stops kubelet (SIGTERM) and starts it again; pods keep running meanwhile."""
-        popen = self.popens.pop("kubelet")
-        kill_group(popen.pid, popen)
+        self._stop_process("kubelet")
         self._start_kubelet()
 
     def stop(self) -> list[str]:
         """Stops the node and puts the machine back as it was; returns what still differs."""
         try:
             self._stop_pods()
-            for name in ("kubelet",):
-                popen = self.popens.pop(name, None)
-                if popen is not None:
-                    kill_group(popen.pid, popen)
+            self._stop_process("kubelet")
             self._remove_leftover_containers()
-            popen = self.popens.pop("containerd", None)
-            if popen is not None:
-                kill_group(popen.pid, popen)
+            self._stop_process("containerd")
             self._kill_strays()
             self._unmount()
             self._restore()
@@ -372,6 +413,7 @@ state = "{d / "containerd" / "state"}"
             with contextlib.suppress(OSError):
                 self.lock.seek(0)
                 self.lock.truncate()
+                self.lock.flush()
                 fcntl.flock(self.lock, fcntl.LOCK_UN)
                 self.lock.close()
         return self.before.differences(MachineState.read())
@@ -379,7 +421,7 @@ state = "{d / "containerd" / "state"}"
     def _stop_pods(self) -> None:
         """Deletes every pod bound to this node, and waits (briefly) until kubelet stopped
         their containers and tore down their networks."""
-        if "kubelet" not in self.popens or self.popens["kubelet"].poll() is not None:
+        if "kubelet" not in self.pids:
             return
         with contextlib.suppress(Exception):
             core = self.cluster._core()
@@ -397,7 +439,7 @@ state = "{d / "containerd" / "state"}"
         return not any("RUNNING" in line for line in out)
 
     def _remove_leftover_containers(self) -> None:
-        if "containerd" not in self.popens:
+        if "containerd" not in self.pids:
             return
         ids = self.ctr("containers", "ls", "-q", check=False).stdout.split()
         for cid in ids:
