@@ -243,6 +243,15 @@ def _cached(name: str, key: str, build: Callable[[Path], Image]) -> Image:
         return Image(name, archive, json.loads(meta.read_text())["digest"])
     image = build(archive)
     meta.write_text(json.dumps({"name": name, "digest": image.digest}))
+    # Older builds of the same image (the operator's, at each change of the source).
+    prefix = stem[: -len(key)]
+    for old in folder.glob(f"{prefix}*"):
+        if (
+            old.suffix in (".tar", ".json")
+            and old.stem != stem
+            and re.fullmatch(r"[0-9a-f]{16}", old.stem[len(prefix) :])
+        ):
+            old.unlink(missing_ok=True)
     return image
 
 
