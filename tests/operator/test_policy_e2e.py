@@ -108,7 +108,7 @@ def test_the_operator_captures_on_schedule_once_per_cooldown_across_a_restart(
             (status_of(cluster, namespace, "every-2s").get("counts") or {}).get("skipped", 0) >= 2
             and status_of(cluster, namespace, "every-2s")["counts"]["skipped"]
         ),
-        30,
+        60,
     )
     samples = operator.metrics()
     assert samples[("heapsnap_policy_triggers_total", frozenset(
@@ -120,7 +120,7 @@ def test_the_operator_captures_on_schedule_once_per_cooldown_across_a_restart(
     wait_for(
         "the restarted operator to skip two more schedule times",
         lambda: status_of(cluster, namespace, "every-2s")["counts"]["skipped"] >= skipped + 2,
-        30,
+        60,
     )
     assert len(owned(cluster, namespace, "every-2s")) == 1
     status = status_of(cluster, namespace, "every-2s")
