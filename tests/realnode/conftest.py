@@ -340,7 +340,8 @@ def real_world(workdir: Path) -> Iterator[RealWorld]:
     s3: S3Server | None = None
     differences: list[str] = []
     try:
-        node = RealNode.start(cluster, workdir / "node")
+        # Another checkout's tests on this machine may hold the node: wait for them.
+        node = RealNode.start(cluster, workdir / "node", lock_wait=1800)
         node.import_image(images.operator_image())
         s3_root = workdir / "s3"
         s3_root.mkdir()

@@ -98,6 +98,28 @@ def _nft_tables() -> list[str]:
     return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
+def _take_lock(wait: float) -> IO[str]:
+    """The machine's real-node lock, waiting up to ``wait`` seconds for its holder."""
+    deadline = time.monotonic() + wait
+    while True:
+        lock = LOCK_FILE.open("a+")
+        holder: str | None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder = _lock_holder(lock)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "a process holds its lock"
+        if holder is None:
+            return lock
+        lock.close()
+        if time.monotonic() >= deadline:
+            raise ClusterError(
+                f"another real node runs on this machine ({holder}): stop it first (`dev/cluster down`)"
+            )
+        time.sleep(2.0)
+
+
 def _lock_holder(lock: IO[str]) -> str | None:
     """The folder of a real node that still runs although no process holds the lock (one a
     ``dev/cluster up`` left running), else None."""
@@ -187,7 +209,10 @@ class RealNode:
         name: str = REAL_NODE_NAME,
         timeout: float = 120.0,
         tie_to_parent: bool = True,
+        lock_wait: float = 0.0,
     ) -> RealNode:
+        """Starts containerd and kubelet and waits for the node to be Ready. ``lock_wait``:
+        seconds to wait for another real node on this machine to stop (0: refuse at once)."""
         if os.geteuid() != 0:
             raise ClusterError("the real node needs root (containerd, runc, cgroups, a bridge): run as root")
         for tool in ("containerd", "ctr", "runc"):
@@ -197,19 +222,7 @@ class RealNode:
             raise ClusterError(
                 "the CNI plugins are missing: run `bash dev/setup.sh` (containernetworking-plugins)"
             )
-        lock = LOCK_FILE.open("a+")
-        holder: str | None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            holder = _lock_holder(lock)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "a process holds its lock"
-        if holder is not None:
-            lock.close()
-            raise ClusterError(
-                f"another real node runs on this machine ({holder}): stop it first (`dev/cluster down`)"
-            )
+        lock = _take_lock(lock_wait)
         workdir = workdir.resolve()
         lock.seek(0)
         lock.truncate()
