@@ -7,6 +7,8 @@ set -e
 .venv/bin/ruff check operator tests bench
 .venv/bin/ruff format --check operator tests bench
 .venv/bin/mypy
+# The layers of pyproject.toml [tool.importlinter]: cli -> controller -> engine / k8s -> transports / sinks.
+.venv/bin/lint-imports --no-cache
 set +e
 .venv/bin/pytest "$@"
 rc=$?

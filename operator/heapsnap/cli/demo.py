@@ -34,7 +34,14 @@ from heapsnap.transports.local import LocalHost
 
 __all__ = ["STEPS", "DemoContext", "Step", "register"]
 
-APP = Path(__file__).resolve().parents[3] / "examples" / "leaky-app" / "server.js"
+def shipped(name: str) -> Path:
+    """A file of the repository root: in a checkout (an editable install) the file itself,
+    in an installed wheel the copy setup.py put under heapsnap/_data/."""
+    checkout = Path(__file__).resolve().parents[3] / name
+    return checkout if checkout.exists() else Path(__file__).resolve().parents[1] / "_data" / name
+
+
+APP = shipped("examples/leaky-app/server.js")
 
 
 @dataclass
@@ -255,8 +262,7 @@ STEPS: list[Step] = [
 
 # The operator on the local control plane (``--cluster``), from heapsnap.devcluster.
 
-ROOT = APP.parents[2]
-CRD = ROOT / "crds" / "heapsnap.dev_heapsnapshots.yaml"
+CRD = shipped("crds/heapsnap.dev_heapsnapshots.yaml")
 NAMESPACE = "heapsnap-demo"
 BUCKET = "heapsnap-demo"
 
@@ -302,7 +308,7 @@ async def start_control_plane(ctx: DemoContext) -> None:
     print(f"   kubeconfig {cluster.kubeconfig} (removed with the cluster at the end)")
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/heapsnapshots.heapsnap.dev")
-    print(f"   applied {CRD.relative_to(ROOT)}")
+    print(f"   applied {CRD.parent.name}/{CRD.name}")
 
 
 def _s3_server(root: Path) -> tuple[subprocess.Popen[bytes], S3Config, str]:
