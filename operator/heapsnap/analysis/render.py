@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     # Only for annotations: the capture path imports this module for summary_table and
     # must not load the compiled analyses (numba) with them.
     from heapsnap.analysis.graph import PathStep
+    from heapsnap.analysis.heuristics import Inspection
     from heapsnap.analysis.stream import SnapshotSummary
     from heapsnap.analysis.views import ClassSummary, Comparison, LeakReport, Retainer
 
@@ -16,6 +17,7 @@ __all__ = [
     "class_table",
     "comparison_table",
     "human_size",
+    "inspection_table",
     "leaks_table",
     "path_text",
     "retainers_table",
@@ -173,3 +175,64 @@ def retainers_table(rows: Sequence[Retainer]) -> str:
     return table(
         ["Edge", "Held by", "Id", "Distance", "Retained size"], cells, [False, False, False, True, True]
     )
+
+
+def inspection_table(inspection: Inspection) -> str:
+    """``heapsnap inspect``: one table per heuristic."""
+    parts: list[str] = []
+    rows = [
+        [
+            _clip(repr(s.value), 50),
+            f"{s.count:,}",
+            human_size(s.size),
+            human_size(s.wasted),
+            f"@{s.example_id}",
+        ]
+        for s in inspection.strings
+    ]
+    parts += ["Duplicated strings (by wasted size: (count - 1) x size)"]
+    parts += [table(["String", "Count", "Size each", "Wasted", "Example"], rows) if rows else "None."]
+    parts += ["", "Growing collections (element count grew in every snapshot)"]
+    if inspection.growing is None:
+        parts += ["Give 2 or more snapshots of one process (a series) to see them."]
+    elif not inspection.growing:
+        parts += ["None."]
+    else:
+        rows = [
+            [
+                g.kind,
+                f"@{g.node_id}",
+                " → ".join(f"{c:,}" for c in g.counts),
+                human_size(g.retained_size),
+                _clip(g.held_by, 60),
+            ]
+            for g in inspection.growing
+        ]
+        parts += [
+            table(
+                ["Kind", "Id", "Elements", "Retained size", "Held by"],
+                rows,
+                [False, False, True, True, False],
+            )
+        ]
+    rows = [
+        [_clip(f.class_name, 40), f"@{f.node_id}", f"{f.references:,}", human_size(f.retained_size)]
+        for f in inspection.fan_out
+    ]
+    parts += ["", "Top fan-out (outgoing references)"]
+    parts += [table(["Object", "Id", "References", "Retained size"], rows, [False, False, True, True])]
+    report = inspection.globals
+    parts += [
+        "",
+        f"Globals added by the program (baseline: {report.baseline}, snapshot {report.node_version or '?'})",
+    ]
+    rows = [
+        [_clip(g.name, 40), _clip(g.class_name, 30), f"@{g.node_id}", human_size(g.retained_size)]
+        for g in report.globals
+    ]
+    parts += [
+        table(["Global", "Value", "Id", "Retained size"], rows, [False, False, False, True])
+        if rows
+        else "None."
+    ]
+    return "\n".join(parts)

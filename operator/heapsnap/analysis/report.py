@@ -9,6 +9,7 @@ import numpy as np
 from heapsnap import __version__
 from heapsnap.analysis import html as h
 from heapsnap.analysis.graph import PathStep
+from heapsnap.analysis.heuristics import Inspection
 from heapsnap.analysis.reader import HeapSnapshot
 from heapsnap.analysis.render import human_size
 from heapsnap.analysis.views import (
@@ -21,7 +22,7 @@ from heapsnap.analysis.views import (
     _shown,
 )
 
-__all__ = ["diff_page", "leaks_page", "retainers_page", "summary_page"]
+__all__ = ["diff_page", "inspect_page", "leaks_page", "retainers_page", "summary_page"]
 
 _BY = f"heapsnap {__version__}"
 
@@ -253,3 +254,121 @@ def retainers_page(
         ),
     ]
     return h.page(f"Retainers of {name} @{int(snapshot.node_id[node])}", f"{_BY} · {source}", sections)
+
+
+def inspect_page(inspection: Inspection) -> str:
+    """``heapsnap inspect --html``: a section per heuristic."""
+    strings = inspection.strings
+    sections = [
+        h.cards(
+            [
+                ("Wasted by duplicated strings", human_size(sum(s.wasted for s in strings))),
+                (
+                    "Growing collections",
+                    "-" if inspection.growing is None else f"{len(inspection.growing):,}",
+                ),
+                ("Largest fan-out", f"{inspection.fan_out[0].references:,}" if inspection.fan_out else "-"),
+                ("Globals added", f"{len(inspection.globals.globals):,}"),
+            ],
+            alert=("Growing collections",) if inspection.growing else (),
+        ),
+        h.section(
+            "Duplicated strings",
+            "Flat strings with the same value and size held more than once, by wasted size: "
+            "(count - 1) x size. Concatenated strings are counted by their parts.",
+            h.data_table(
+                ["String", "Count", "Size each", "Wasted", "Example"],
+                [
+                    [
+                        (s.value[:120], s.value[:120]),
+                        h.count_cell(s.count),
+                        h.size_cell(s.size),
+                        h.size_cell(s.wasted),
+                        (f"@{s.example_id}", s.example_id),
+                    ]
+                    for s in strings
+                ],
+                [False, True, True, True, True],
+            ),
+            "strings",
+        ),
+    ]
+    if inspection.growing is None:
+        growing = "<p class='note'>One snapshot: give a series of one process to see growth.</p>"
+    else:
+        growing = h.data_table(
+            ["Kind", "Id", "Elements per snapshot", "Growth", "Retained size", "Held by"],
+            [
+                [
+                    (g.kind, g.kind),
+                    (f"@{g.node_id}", g.node_id),
+                    (" → ".join(f"{c:,}" for c in g.counts), g.counts[-1]),
+                    h.count_cell(g.growth, signed=True),
+                    h.size_cell(g.retained_size),
+                    (g.held_by, g.held_by),
+                ]
+                for g in inspection.growing
+            ],
+            [False, True, True, True, True, False],
+        )
+    sections.append(
+        h.section(
+            "Growing collections",
+            "Maps, Sets, Arrays and plain Objects present in every snapshot (matched by id) whose "
+            "element count grew from each snapshot to the next, with the path that holds them.",
+            growing,
+            "growing",
+        )
+    )
+    for g in (inspection.growing or [])[:3]:
+        sections.append(
+            h.section(
+                f"Retainer path of {g.kind} @{g.node_id}",
+                "The shortest path from the GC roots (weak references skipped).",
+                h.path_diagram(g.path),
+            )
+        )
+    sections.append(
+        h.section(
+            "Top fan-out",
+            "Objects with the most outgoing references: properties and elements, a Map's or "
+            "Set's keys and values.",
+            h.data_table(
+                ["Object", "Id", "References", "Retained size"],
+                [
+                    [
+                        (f.class_name, f.class_name),
+                        (f"@{f.node_id}", f.node_id),
+                        h.count_cell(f.references),
+                        h.size_cell(f.retained_size),
+                    ]
+                    for f in inspection.fan_out
+                ],
+                [False, True, True, True],
+            ),
+            "fanout",
+        )
+    )
+    report = inspection.globals
+    sections.append(
+        h.section(
+            "Globals added by the program",
+            f"Properties of the global object that a fresh Node.js does not have (baseline: "
+            f"{report.baseline}; snapshot {report.node_version or 'of unknown version'}).",
+            h.data_table(
+                ["Global", "Value", "Id", "Retained size"],
+                [
+                    [
+                        (g.name, g.name),
+                        (g.class_name, g.class_name),
+                        (f"@{g.node_id}", g.node_id),
+                        h.size_cell(g.retained_size),
+                    ]
+                    for g in report.globals
+                ],
+                [False, False, True, True],
+            ),
+            "globals",
+        )
+    )
+    return h.page("Heap inspection", f"{_BY} · {' · '.join(inspection.sources)}", sections)

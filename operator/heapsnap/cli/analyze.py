@@ -1,4 +1,4 @@
-"""Subcommands of `heapsnap` that read snapshots: summary, diff, leaks, retainers.
+"""Subcommands of `heapsnap` that read snapshots: summary, diff, leaks, inspect, retainers.
 
 FILE is a local path (gzip is detected by its magic) or an ``s3://bucket/key`` URI.
 Each prints a table, or JSON with ``--json``, and can write a self-contained HTML
@@ -69,6 +69,17 @@ def register(sub: Any) -> None:
     leaks.add_argument("final", metavar="FINAL")
     leaks.add_argument("--all", action="store_true", help="include V8's own objects (code, hidden, shapes)")
     leaks.set_defaults(func=_leaks)
+
+    inspect = sub.add_parser(
+        "inspect",
+        parents=[common],
+        help="duplicated strings, growing collections, fan-out, added globals",
+        description="The leak heuristics: duplicated strings, top fan-out objects and globals the "
+        "program added in the last FILE; with 2 or more FILEs (a series of one process, oldest "
+        "first), the Maps, Sets, Arrays and Objects whose element count grew in every snapshot.",
+    )
+    inspect.add_argument("files", metavar="FILE", nargs="+")
+    inspect.set_defaults(func=_inspect)
 
     retainers = sub.add_parser(
         "retainers",
@@ -227,6 +238,17 @@ def _leaks(args: argparse.Namespace) -> int:
         else None
     )
     return _emit(args, payload, leaks_table(shown), html)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from heapsnap.analysis import report
+    from heapsnap.analysis.heuristics import inspect
+    from heapsnap.analysis.render import inspection_table
+
+    top = _top(args)
+    result, _ = inspect(list(args.files), lambda source: _load(args, source), top)
+    html = report.inspect_page(result) if args.html else None
+    return _emit(args, result.to_dict(), inspection_table(result), html)
 
 
 def _retainers(args: argparse.Namespace) -> int:

@@ -1,0 +1,127 @@
+"""The leak heuristics on a real Node.js process with each problem planted (apps/planted.js)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from heapsnap.analysis import heuristics
+from heapsnap.analysis._node_globals import BASELINES
+from heapsnap.analysis.reader import read_snapshot
+from heapsnap.cli import main
+from tests.support.nodeproc import NODE_VERSIONS, node_binary
+
+from .conftest import APPS, VERSIONS
+from .test_cli import _chromium
+
+DUP_COUNT = 400
+FAN_OUT = 5000
+PLANTED = {"myLeakyCache", "steadyMap", "onceMap", "growingQueue", "objectCache", "dupStrings", "fanOut"}
+
+_written: dict[str, list[Path]] = {}
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def planted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three snapshots of one planted process, per Node.js release."""
+    version = request.param
+    if version not in _written:
+        out = tmp_path_factory.mktemp(f"planted{version}")
+        subprocess.run(
+            [node_binary(version), str(APPS / "planted.js"), str(out), str(DUP_COUNT), str(FAN_OUT)],
+            check=True,
+            timeout=120,
+        )
+        _written[version] = [out / f"s{i}.heapsnapshot" for i in (1, 2, 3)]
+    return _written[version]
+
+
+@pytest.fixture(scope="module")
+def inspection(planted: list[Path]) -> heuristics.Inspection:
+    result, _ = heuristics.inspect([str(p) for p in planted], read_snapshot, top=25)
+    return result
+
+
+def test_the_duplicated_string_tops_by_wasted_bytes(inspection: heuristics.Inspection) -> None:
+    top = inspection.strings[0]
+    assert top.value == "duplicated-string-" + "x" * 46
+    assert top.count == DUP_COUNT
+    assert top.size >= 16 + 64
+    assert top.wasted == (DUP_COUNT - 1) * top.size
+    assert all(s.count > 1 for s in inspection.strings)
+    assert [s.wasted for s in inspection.strings] == sorted(
+        (s.wasted for s in inspection.strings), reverse=True
+    )
+
+
+def test_growing_collections_are_exactly_the_planted_ones(inspection: heuristics.Inspection) -> None:
+    assert inspection.growing is not None
+    by_path = {g.path[-1].edge[1:]: g for g in inspection.growing}
+    cache = inspection.growing[0]
+    assert (cache.kind, cache.counts, cache.path[-1].edge) == ("Map", [100, 200, 300], ".myLeakyCache")
+    assert cache.path[-1].class_name == "Map" and cache.held_by == "global.myLeakyCache"
+    assert by_path["growingQueue"].kind == "Array" and by_path["growingQueue"].counts == [10, 20, 30]
+    assert by_path["objectCache"].kind == "Object" and by_path["objectCache"].counts == [5, 10, 15]
+    # The Map whose values are replaced, and the one that grew once only, are not growing.
+    listed = {g.path[-1].edge for g in inspection.growing}
+    assert ".steadyMap" not in listed and ".onceMap" not in listed
+    assert listed & {f".{name}" for name in PLANTED} == {".myLeakyCache", ".growingQueue", ".objectCache"}
+
+
+def test_the_planted_fan_out_object_tops(inspection: heuristics.Inspection) -> None:
+    top = inspection.fan_out[0]
+    assert (top.class_name, top.references) == ("FanOutHolder", FAN_OUT)
+    assert top.retained_size > FAN_OUT * 16
+    cache = next(f for f in inspection.fan_out if f.class_name == "Map" and f.references == 600)
+    assert cache  # the 300-entry Map: 300 keys and 300 values
+
+
+def test_app_globals_are_exactly_the_planted_ones(inspection: heuristics.Inspection) -> None:
+    report = inspection.globals
+    assert report.node_version.startswith("v")
+    assert report.baseline == f"Node {report.node_version[1:].split('.')[0]}"
+    assert {g.name for g in report.globals} == PLANTED
+    cache = next(g for g in report.globals if g.name == "myLeakyCache")
+    assert cache.class_name == "Map" and cache.retained_size > 300 * 16
+    assert report.globals[0].name == "fanOut"
+
+
+def test_one_snapshot_has_no_growth_and_a_series_must_be_of_one_kind(planted: list[Path]) -> None:
+    result, _ = heuristics.inspect([str(planted[-1])], read_snapshot)
+    assert result.growing is None
+    with pytest.raises(Exception, match="series"):
+        heuristics.growing_collections(
+            [heuristics.collection_sizes(read_snapshot(planted[0]))], read_snapshot(planted[0]), None
+        )
+
+
+@pytest.mark.parametrize("version", list(NODE_VERSIONS))
+def test_the_shipped_baseline_is_a_fresh_process_globals(version: str) -> None:
+    found, names = heuristics.fresh_node_globals(node_binary(version))
+    major = int(found[1:].split(".")[0])
+    assert str(major) == version
+    assert names == set(BASELINES[major]), "run .venv/bin/python dev/node-globals.py"
+
+
+def test_cli_table_json_and_html(
+    planted: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = [str(p) for p in planted]
+    report = tmp_path / "inspect.html"
+    assert main(["inspect", *files, "--json", "--top", "5"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["growingCollections"][0]["heldBy"].endswith(".myLeakyCache")
+    assert payload["growingCollections"][0]["counts"] == [100, 200, 300]
+    assert payload["fanOut"][0]["references"] == FAN_OUT
+    assert payload["duplicatedStrings"][0]["count"] == DUP_COUNT
+    assert main(["inspect", *files, "--html", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "100 → 200 → 300" in out and "myLeakyCache" in out
+    dom = _chromium("--dump-dom", report.as_uri())
+    for anchor in ("strings", "growing", "fanout", "globals"):
+        assert f'id="{anchor}"' in dom
+    assert "FanOutHolder" in dom and "myLeakyCache" in dom
+    assert [p.name for p in tmp_path.iterdir()] == ["inspect.html"]
