@@ -256,17 +256,17 @@ class CollectionSizes:
 
 def collection_sizes(snapshot: HeapSnapshot) -> CollectionSizes:
     """The element counts the module docstring defines; the snapshot may be dropped after."""
-    refs = _reference_mask(snapshot)
-    element = snapshot.edge_type == _edge_type(snapshot, "element")
+    # Prefix sums over all edges (4 bytes each) rather than gathering each collection's
+    # edges: plain Objects can be millions.
+    refs = _count_per_node(snapshot, _reference_mask(snapshot))
+    elements = _count_per_node(snapshot, snapshot.edge_type == _edge_type(snapshot, "element"))
     ids, kinds, counts = [], [], []
     for number, kind in enumerate(COLLECTION_KINDS):
         nodes = _objects_named(snapshot, kind)
         if kind in ("Map", "Set"):
             values = _table_entries(snapshot, nodes)[0]
         else:
-            mask = element if kind == "Array" else refs
-            owner, edges = _edges_of(snapshot, nodes)
-            values = np.bincount(owner[mask[edges]], minlength=nodes.size).astype(np.int64)
+            values = (elements if kind == "Array" else refs)[nodes]
         ids.append(snapshot.node_id[nodes])
         kinds.append(np.full(nodes.size, number, dtype=np.uint8))
         counts.append(values)

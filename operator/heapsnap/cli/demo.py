@@ -34,6 +34,7 @@ from heapsnap.transports.local import LocalHost
 
 __all__ = ["STEPS", "DemoContext", "Step", "register"]
 
+
 def shipped(name: str) -> Path:
     """A file of the repository root: in a checkout (an editable install) the file itself,
     in an installed wheel the copy setup.py put under heapsnap/_data/."""
