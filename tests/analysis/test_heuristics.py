@@ -12,6 +12,7 @@ from heapsnap.analysis import heuristics
 from heapsnap.analysis._node_globals import BASELINES
 from heapsnap.analysis.reader import read_snapshot
 from heapsnap.cli import main
+from heapsnap.errors import InvalidInput
 from tests.support.nodeproc import NODE_VERSIONS, node_binary
 
 from .conftest import APPS, VERSIONS
@@ -89,13 +90,39 @@ def test_app_globals_are_exactly_the_planted_ones(inspection: heuristics.Inspect
     assert report.globals[0].name == "fanOut"
 
 
-def test_one_snapshot_has_no_growth_and_a_series_must_be_of_one_kind(planted: list[Path]) -> None:
+def test_one_snapshot_has_no_growth(planted: list[Path]) -> None:
     result, _ = heuristics.inspect([str(planted[-1])], read_snapshot)
     assert result.growing is None
-    with pytest.raises(Exception, match="series"):
+    with pytest.raises(InvalidInput, match="give 2 or more snapshots"):
         heuristics.growing_collections(
             [heuristics.collection_sizes(read_snapshot(planted[0]))], read_snapshot(planted[0]), None
         )
+
+
+def test_snapshots_of_two_runs_are_refused_as_a_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        out.mkdir()
+        subprocess.run(
+            ["node", str(APPS / "planted.js"), str(out), str(DUP_COUNT), str(FAN_OUT)],
+            check=True,
+            timeout=120,
+        )
+        runs.append(out)
+    mixed = [
+        str(runs[0] / "s1.heapsnapshot"),
+        str(runs[1] / "s2.heapsnapshot"),
+        str(runs[1] / "s3.heapsnapshot"),
+    ]
+    assert main(["inspect", *mixed]) == 1
+    err = capsys.readouterr().err
+    assert "are not comparable" in err and "a/s1.heapsnapshot" in err and "b/s2.heapsnapshot" in err
+    # The same process's snapshots pass the same check.
+    result, _ = heuristics.inspect([str(runs[1] / f"s{i}.heapsnapshot") for i in (1, 2, 3)], read_snapshot)
+    assert result.growing and result.growing[0].counts == [100, 200, 300]
 
 
 @pytest.mark.parametrize("version", list(NODE_VERSIONS))

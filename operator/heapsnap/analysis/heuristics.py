@@ -20,6 +20,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,43 @@ class CollectionSizes:
     ids: npt.NDArray[np.uint32]
     kinds: npt.NDArray[np.uint8]
     counts: npt.NDArray[np.int64]
+    #: Every object whose id is in one fixed 1-in-64 subset (the same subset in every
+    #: snapshot): id, class name and self size, to tell whether ids are comparable.
+    sample_ids: npt.NDArray[np.uint32] = field(default_factory=lambda: np.empty(0, dtype=np.uint32))
+    sample_classes: npt.NDArray[np.object_] = field(default_factory=lambda: np.empty(0, dtype=object))
+    sample_sizes: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+def _sample(
+    snapshot: HeapSnapshot,
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.object_], npt.NDArray[np.int64]]:
+    from heapsnap.analysis.views import _class_names
+
+    # V8's ids go up in steps of 2: hash them so that the subset is not one parity.
+    mixed = (snapshot.node_id.astype(np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+    nodes = np.flatnonzero((mixed >> np.uint64(26)) == 0)
+    order = np.argsort(snapshot.node_id[nodes], kind="stable")
+    nodes = nodes[order]
+    return snapshot.node_id[nodes], _class_names(snapshot, nodes), snapshot.self_size[nodes]
+
+
+def _check_comparable(earlier: CollectionSizes, later: CollectionSizes) -> None:
+    """Refuse two snapshots whose ids name different objects, as :func:`.views.find_leaks` does."""
+    common, a, b = np.intersect1d(
+        earlier.sample_ids, later.sample_ids, assume_unique=True, return_indices=True
+    )
+    same = int(
+        np.count_nonzero(
+            (earlier.sample_classes[a] == later.sample_classes[b])
+            & (earlier.sample_sizes[a] == later.sample_sizes[b])
+        )
+    )
+    if common.size == 0 or same < 0.98 * common.size:
+        raise InvalidInput(
+            f"object ids of {earlier.source or 'one snapshot'} and {later.source or 'the next'} are not "
+            f"comparable ({same} of {common.size} sampled common ids name objects of the same class and "
+            "size): give snapshots of one process taken in one inspector session (a series), oldest first"
+        )
 
 
 def collection_sizes(snapshot: HeapSnapshot) -> CollectionSizes:
@@ -270,11 +308,15 @@ def collection_sizes(snapshot: HeapSnapshot) -> CollectionSizes:
         ids.append(snapshot.node_id[nodes])
         kinds.append(np.full(nodes.size, number, dtype=np.uint8))
         counts.append(values)
+    sample_ids, sample_classes, sample_sizes = _sample(snapshot)
     return CollectionSizes(
         source=snapshot.source,
         ids=np.concatenate(ids),
         kinds=np.concatenate(kinds),
         counts=np.concatenate(counts),
+        sample_ids=sample_ids,
+        sample_classes=sample_classes,
+        sample_sizes=sample_sizes,
     )
 
 
@@ -329,6 +371,8 @@ def growing_collections(
     most growth first, each with its shortest retainer path in ``final`` (the last one)."""
     if len(series) < 2:
         raise InvalidInput("growing collections need a series: give 2 or more snapshots of one process")
+    for earlier, later in pairwise(series):
+        _check_comparable(earlier, later)
     last = series[-1]
     order = np.argsort(last.ids, kind="stable")
     ids, kinds = last.ids[order], last.kinds[order]
