@@ -143,8 +143,17 @@ def test_memory_threshold_on_real_readings_captures_once(world: RealWorld, node_
     assert "Triggered" in world.events("grower-memory")
     # Still above the threshold, but in cooldown: no second capture, whatever more it grows.
     os.kill(target.pid(), signal.SIGUSR2)
+    # A round after the capture finished (it records the phase) still found it above: no second.
+    wait_until(
+        "a policy round after the capture",
+        lambda: status(world, "grower-memory")["recent"][0].get("phase") == "Succeeded",
+        60,
+        interval=1,
+    )
+    assert working_set(world, "grower") > 100 * MiB
     recorded = status(world, "grower-memory")
     assert recorded["counts"]["created"] == 1 and recorded["recent"][0]["name"] == name
+    assert len(owned(world, "grower-memory")) == 1
     listing = world.kubectl_heapsnap("list")
     assert listing.returncode == 0 and "grower-memory" in listing.stdout, listing.stderr
 
