@@ -53,6 +53,8 @@ def test_the_duplicated_string_tops_by_wasted_bytes(inspection: heuristics.Inspe
     assert top.size >= 16 + 64
     assert top.wasted == (DUP_COUNT - 1) * top.size
     assert all(s.count > 1 for s in inspection.strings)
+    assert inspection.strings_wasted > sum(s.wasted for s in inspection.strings[:1])
+    assert inspection.strings_wasted >= sum(s.wasted for s in inspection.strings)
     assert [s.wasted for s in inspection.strings] == sorted(
         (s.wasted for s in inspection.strings), reverse=True
     )

@@ -48,6 +48,7 @@ __all__ = [
     "growing_collections",
     "inspect",
     "node_version",
+    "string_duplicates",
     "top_fan_out",
 ]
 
@@ -171,9 +172,14 @@ def duplicated_strings(snapshot: HeapSnapshot, top: int = 25) -> list[DuplicateS
     V8 writes at most the first 1024 characters of a string: two strings of one size and
     the same first 1024 characters count as equal.
     """
+    return string_duplicates(snapshot, top)[0]
+
+
+def string_duplicates(snapshot: HeapSnapshot, top: int = 25) -> tuple[list[DuplicateString], int]:
+    """:func:`duplicated_strings` and the bytes wasted by all duplicates, not only the top."""
     strings = np.flatnonzero(snapshot.node_type == snapshot.layout.node_type_index("string"))
     if strings.size == 0:
-        return []
+        return [], 0
     key = (snapshot.node_name[strings].astype(np.uint64) << np.uint64(32)) | np.minimum(
         snapshot.self_size[strings], 2**32 - 1
     ).astype(np.uint64)
@@ -194,7 +200,7 @@ def duplicated_strings(snapshot: HeapSnapshot, top: int = 25) -> list[DuplicateS
                 example_id=int(snapshot.node_id[node]),
             )
         )
-    return rows
+    return rows, int(wasted.sum())
 
 
 # Fan-out
@@ -575,11 +581,14 @@ class Inspection:
     globals: GlobalsReport
     #: None for a single snapshot (growth needs a series).
     growing: list[GrowingCollection] | None
+    #: Bytes wasted by every duplicated string, not only the listed ones.
+    strings_wasted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "files": self.sources,
             "duplicatedStrings": [s.to_dict() for s in self.strings],
+            "duplicatedStringsWastedSize": self.strings_wasted,
             "growingCollections": None if self.growing is None else [g.to_dict() for g in self.growing],
             "fanOut": [f.to_dict() for f in self.fan_out],
             "appGlobals": self.globals.to_dict(),
@@ -605,9 +614,11 @@ def inspect(sources: list[str], load: Any, top: int = 25) -> tuple[Inspection, A
     if sizes:
         sizes.append(collection_sizes(final))
         growing = growing_collections(sizes, final, analysis.paths, retained, top)
+    strings, wasted = string_duplicates(final, top)
     result = Inspection(
         sources=list(sources),
-        strings=duplicated_strings(final, top),
+        strings=strings,
+        strings_wasted=wasted,
         fan_out=top_fan_out(final, top, retained),
         globals=app_globals(final, retained),
         growing=growing,

@@ -190,7 +190,10 @@ def inspection_table(inspection: Inspection) -> str:
         ]
         for s in inspection.strings
     ]
-    parts += ["Duplicated strings (by wasted size: (count - 1) x size)"]
+    parts += [
+        f"Duplicated strings (by wasted size: (count - 1) x size; {human_size(inspection.strings_wasted)} "
+        "wasted by all of them)"
+    ]
     parts += [table(["String", "Count", "Size each", "Wasted", "Example"], rows) if rows else "None."]
     parts += ["", "Growing collections (element count grew in every snapshot)"]
     if inspection.growing is None:

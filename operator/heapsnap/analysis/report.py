@@ -262,7 +262,7 @@ def inspect_page(inspection: Inspection) -> str:
     sections = [
         h.cards(
             [
-                ("Wasted by duplicated strings", human_size(sum(s.wasted for s in strings))),
+                ("Wasted by duplicated strings", human_size(inspection.strings_wasted)),
                 (
                     "Growing collections",
                     "-" if inspection.growing is None else f"{len(inspection.growing):,}",
