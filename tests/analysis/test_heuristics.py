@@ -127,6 +127,19 @@ def test_snapshots_of_two_runs_are_refused_as_a_series(
     assert result.growing and result.growing[0].counts == [100, 200, 300]
 
 
+def test_an_eval_worker_adds_no_globals_of_its_own(tmp_path: Path) -> None:
+    """Node gives eval'd code require, module... as globals: they are not the program's."""
+    out = tmp_path / "worker.heapsnapshot"
+    script = (
+        "const { Worker } = require('worker_threads');"
+        "new Worker(`globalThis.workerCache = new Map(); require('v8').writeHeapSnapshot("
+        "require('worker_threads').workerData)`, { eval: true, workerData: process.argv[1] });"
+    )
+    subprocess.run(["node", "-e", script, str(out)], check=True, timeout=120)
+    report = heuristics.app_globals(read_snapshot(out))
+    assert [g.name for g in report.globals] == ["workerCache"]
+
+
 @pytest.mark.parametrize("version", list(NODE_VERSIONS))
 def test_the_shipped_baseline_is_a_fresh_process_globals(version: str) -> None:
     found, names = heuristics.fresh_node_globals(node_binary(version))

@@ -33,6 +33,7 @@ from heapsnap.errors import InvalidInput
 
 __all__ = [
     "COLLECTION_KINDS",
+    "EVAL_GLOBALS",
     "AppGlobal",
     "CollectionSizes",
     "DuplicateString",
@@ -518,7 +519,7 @@ def app_globals(
     """Properties of the global object that a fresh Node.js of the same major does not
     have, largest retained size first. The fresh lists ship in :mod:`._node_globals`
     (written from snapshots of fresh processes; the tests check them against each release
-    they run)."""
+    they run), nor :data:`EVAL_GLOBALS`."""
     from heapsnap.analysis._node_globals import BASELINES
 
     version = node_version(snapshot)
@@ -534,6 +535,7 @@ def app_globals(
             label = f"Node {shipped}"
     else:
         label = "given"
+    baseline = baseline | EVAL_GLOBALS
     holder = _main_global(snapshot)
     rows = []
     for name, edge in _global_properties(snapshot, holder).items():
@@ -552,6 +554,9 @@ def app_globals(
     rows.sort(key=lambda g: (-g.retained_size, g.name))
     return GlobalsReport(version, label, rows)
 
+
+#: Globals Node.js itself gives code run by ``node -e`` and ``eval: true`` workers.
+EVAL_GLOBALS = frozenset({"require", "module", "exports", "__filename", "__dirname"})
 
 _FRESH_SCRIPT = "require('v8').writeHeapSnapshot(process.argv[2]);\n"
 
