@@ -15,7 +15,7 @@ from heapsnap.errors import HeapsnapError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from heapsnap.cli import allocations, analyze, capture, demo
+    from heapsnap.cli import allocations, analyze, capture, demo, redact
 
     parser = argparse.ArgumentParser(
         prog="heapsnap",
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     allocations.register(sub)
     analyze.register(sub)
     demo.register(sub)
+    redact.register(sub)
     return parser
 
 

@@ -66,6 +66,12 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--gzip", action="store_true", help="compress the stored snapshot")
     parser.add_argument(
+        "--redact",
+        action="store_true",
+        help="store the snapshot with the contents of the process's strings replaced by '*' "
+        "(same objects, sizes and names of classes, properties and functions; see README)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="capture even when memory headroom looks too small"
     )
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long")
@@ -283,6 +289,7 @@ def _run(args: argparse.Namespace) -> int:
         preflight="warn" if args.force else "enforce",
         timeout_seconds=args.timeout,
         worker=args.worker,
+        redact=args.redact,
     )
     printer = ProgressPrinter()
     s3_key = _s3_key(args) if args.s3 else None

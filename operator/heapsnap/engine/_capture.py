@@ -176,7 +176,7 @@ async def _capture_signal(session: CaptureSession, sink: Sink, started: float) -
     transfer = SignalTransfer(session, name, directory)
     target = TargetInfo(info.pid, info.version or "unknown", info.command, "signal", False, transfer.name)
     await session.report(Progress("signalling", message=f"sending {name} to pid {info.pid}"))
-    pump = BytePump(sink, session.report, options.summary_top, phase="generating", started=time.monotonic())
+    pump = BytePump(sink, session.report, options, phase="generating", started=time.monotonic())
     await transfer.run(pump)
     captured = await pump.commit(target, preflight, started)
     if transfer.written_seconds is not None:
@@ -279,7 +279,7 @@ async def capture_inspector(
                         available_override=options.available_bytes,
                     )
                     _preflight.check(preflight, target.pid, options.preflight, warnings)
-                pump = BytePump(sink, report, options.summary_top)
+                pump = BytePump(sink, report, options)
                 try:
                     await StreamTransfer(channel, major, report).run(pump)
                 except CdpClosed as error:

@@ -1,7 +1,10 @@
-"""The byte pump every transfer feeds: batching, the streaming summary, the sink, progress.
+"""The byte pump every transfer feeds: batching, redaction, the streaming summary, the
+sink, progress.
 
 Whatever way the snapshot leaves the process (inspector chunks, a followed file), its
-bytes go through one ``BytePump``, which ends in the ``CaptureResult``.
+bytes go through one ``BytePump``, which ends in the ``CaptureResult``. With
+``CaptureOptions.redact`` the pump's first stage is a :class:`Redactor`: the summary and
+the sink only ever see the redacted bytes.
 """
 
 from __future__ import annotations
@@ -12,32 +15,66 @@ from typing import TYPE_CHECKING
 from heapsnap._units import MiB
 from heapsnap.engine._session import Reporter
 from heapsnap.engine._summary import SummaryWorker
-from heapsnap.engine._types import CaptureResult, PreflightEstimate, Progress, TargetInfo
+from heapsnap.engine._types import CaptureOptions, CaptureResult, PreflightEstimate, Progress, TargetInfo
+from heapsnap.errors import CaptureError, SnapshotFormatError
 from heapsnap.sinks.base import Artifact, Sink
 
 if TYPE_CHECKING:
+    from heapsnap.analysis.redact import Redactor
     from heapsnap.analysis.stream import SnapshotSummary
 
 _REPORT_EVERY_BYTES = 4 * MiB
 _BATCH_BYTES = 1 * MiB
 
 
+_NOT_REDACTED = "The snapshot could not be redacted, so none was stored"
+
+
+class _Redaction:
+    """The pump's redaction stage; numpy is imported with the first bytes (V8 is at work
+    by then), not before the target is touched."""
+
+    def __init__(self) -> None:
+        self._redactor: Redactor | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._redactor is None:
+            from heapsnap.analysis.redact import Redactor
+
+            self._redactor = Redactor()
+        try:
+            return self._redactor.feed(data)
+        except SnapshotFormatError as error:
+            raise CaptureError(f"{_NOT_REDACTED}: {error}") from error
+
+    def finish(self) -> bytes:
+        """The last bytes; raises :class:`CaptureError` unless the whole snapshot was redacted."""
+        if self._redactor is None:
+            raise CaptureError(f"{_NOT_REDACTED}: it was empty.")
+        try:
+            return self._redactor.finish()
+        except SnapshotFormatError as error:
+            raise CaptureError(f"{_NOT_REDACTED}: {error}") from error
+
+
 class BytePump:
     """Takes one snapshot's bytes in order and hands them on in batches of ``_BATCH_BYTES``
-    to the summary and the sink; ``commit`` ends it (the caller aborts the sink on failure)."""
+    to the redaction (if asked), the summary and the sink; ``commit`` ends it (the caller
+    aborts the sink on failure)."""
 
     def __init__(
         self,
         sink: Sink,
         report: Reporter,
-        summary_top: int,
+        options: CaptureOptions,
         *,
         phase: str = "transferring",
         started: float = 0.0,
     ) -> None:
         self.sink = sink
         self.report = report
-        self.summary = SummaryWorker(summary_top)
+        self.summary = SummaryWorker(options.summary_top)
+        self._redaction = _Redaction() if options.redact else None
         self.bytes_sent = 0  # handed to the sink
         self.received = 0
         self.batch = bytearray()
@@ -74,6 +111,10 @@ class BytePump:
             await self._pass_on(data)
 
     async def _pass_on(self, data: bytes) -> None:
+        if self._redaction is not None:
+            data = self._redaction.feed(data)
+            if not data:
+                return
         await self.summary.feed(data)
         await self.sink.write(data)
         before = self.bytes_sent
@@ -97,6 +138,9 @@ class BytePump:
     ) -> CaptureResult:
         """Store the artifact and say what was captured; the session's warnings are the caller's."""
         await self.flush()
+        if self._redaction is not None:
+            redaction, self._redaction = self._redaction, None
+            await self._pass_on(redaction.finish())
         await self.report(Progress("transferring", percent=100.0, bytes_sent=self.bytes_sent))
         artifact: Artifact = await self.sink.commit()
         ended = time.monotonic()

@@ -258,7 +258,7 @@ async def snapshot(inspection: Inspection, sink: Sink, last: bool = True) -> Cap
     session = inspection.session
     pid = session.info.pid
     started = time.monotonic()
-    pump = BytePump(sink, session.report, session.options.summary_top)
+    pump = BytePump(sink, session.report, session.options)
     release = inspection.release if last else _nothing
     try:
         async with inspector_failures(

@@ -54,6 +54,8 @@ class CaptureOptions:
     # The threadId of a worker_threads Worker to capture instead of the main thread
     # (inspector method only: the snapshot signal captures the main thread).
     worker: int | None = None
+    # Store the snapshot with the target's string contents replaced (heapsnap.analysis.redact).
+    redact: bool = False
 
 
 @dataclass(frozen=True)
