@@ -71,6 +71,31 @@ worker.once('message', () => {
 """
 
 
+# Holds the random $SECRET in 5,000 objects: as flat strings, in concatenated and sliced
+# strings, as a regular expression and next to escaped and non-ASCII text. With a path
+# argument it writes its own snapshot there and exits; else it prints "ready" and waits.
+SECRET_APP = r"""
+const secret = process.env.SECRET;
+class SecretHolder {
+  constructor(i) {
+    this.flat = JSON.parse('"' + secret + ':' + i + '"');
+    this.cons = 'Bearer ' + secret + ' for user ' + i;
+    this.sliced = (secret + ' and some padding for a parent string ' + i).slice(0, secret.length + 24);
+    this.same = secret;
+  }
+}
+globalThis.holders = Array.from({ length: 5000 }, (_, i) => new SecretHolder(i));
+globalThis.pattern = new RegExp(secret + '[0-9]+');
+globalThis.wide = 'caf\u00e9 \u2603 \ud83d\ude00\n\t"\\' + secret;
+if (process.argv[2]) {
+  require('v8').writeHeapSnapshot(process.argv[2]);
+} else {
+  setInterval(() => {}, 1000);
+  console.log('ready');
+}
+"""
+
+
 def node_binary(version: str = "20") -> str:
     """Path of the Node.js binary for a major version the tests use (20, 22, 24, 26)."""
     release = NODE_VERSIONS.get(version, version)

@@ -85,6 +85,8 @@ def build_manifest(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
         "compression": "none" if args.no_gzip else "gzip",
         "preflight": args.preflight,
     }
+    if args.redact:
+        spec["redact"] = True
     if args.timeout:
         spec["timeoutSeconds"] = args.timeout
     if args.series is not None:
@@ -386,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sse-kms-key-id", metavar="KEY", help="spec.storage.s3.kmsKeyId (implies --sse aws:kms)"
     )
     cap.add_argument("--no-gzip", action="store_true")
+    cap.add_argument(
+        "--redact", action="store_true", help="spec.redact: store it without the contents of its strings"
+    )
     cap.add_argument("--preflight", choices=("enforce", "warn", "skip"), default="enforce")
     cap.add_argument("--timeout", type=int, help="spec.timeoutSeconds")
     cap.add_argument("--series", type=int, metavar="N", help="spec.series.count: N snapshots in one session")

@@ -51,6 +51,7 @@ def capture_options(spec: HeapSnapshotSpec) -> CaptureOptions:
         preflight=spec.preflight,
         timeout_seconds=float(spec.timeout_seconds),
         worker=spec.target.worker_thread_id,
+        redact=spec.redact,
     )
 
 

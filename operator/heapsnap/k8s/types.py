@@ -91,6 +91,8 @@ class HeapSnapshotSpec:
     inspector_port: int = 9229
     transfer: Literal["auto", "stream", "tempfile"] = "auto"
     compression: Literal["gzip", "none"] = "gzip"
+    # Store the snapshot with its string contents replaced (heapsnap.analysis.redact).
+    redact: bool = False
     timeout_seconds: int = 900
     ttl_seconds_after_finished: int | None = None
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
@@ -239,6 +241,7 @@ def parse_spec(spec: Mapping[str, Any]) -> HeapSnapshotSpec:
         inspector_port=_int_range(spec, "inspectorPort", "spec", 1, 65535, 9229) or 9229,
         transfer=_choice(spec, "transfer", "spec", ("auto", "stream", "tempfile"), "auto"),
         compression=_choice(spec, "compression", "spec", ("gzip", "none"), "gzip"),
+        redact=_get(spec, "redact", "spec", bool, False),
         timeout_seconds=_int_range(spec, "timeoutSeconds", "spec", 1, 86400, 900) or 900,
         ttl_seconds_after_finished=_int_range(spec, "ttlSecondsAfterFinished", "spec", 0, 2**31 - 1, None),
         deletion_policy=_choice(spec, "deletionPolicy", "spec", ("Retain", "Delete"), "Retain"),
