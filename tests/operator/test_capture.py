@@ -182,6 +182,7 @@ def succeed(delay: float = 0.0, probe: Callable[[], None] | None = None) -> Any:
             summary={"nodeCount": 5, "totalSelfSize": 100, "topBySize": [{"name": "LeakyThing"}]},
             warnings=[],
             allocations=None,
+            redacted=False,
         )
 
     return run

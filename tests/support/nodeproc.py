@@ -72,8 +72,9 @@ worker.once('message', () => {
 
 
 # Holds the random $SECRET in 5,000 objects: as flat strings, in concatenated and sliced
-# strings, as a regular expression and next to escaped and non-ASCII text. With a path
-# argument it writes its own snapshot there and exits; else it prints "ready" and waits.
+# strings, as a regular expression and next to escaped and non-ASCII text. With
+# $WRITE_SNAPSHOT (a path) it writes its own snapshot there and exits; else it prints
+# "ready" and waits.
 SECRET_APP = r"""
 const secret = process.env.SECRET;
 class SecretHolder {
@@ -87,8 +88,8 @@ class SecretHolder {
 globalThis.holders = Array.from({ length: 5000 }, (_, i) => new SecretHolder(i));
 globalThis.pattern = new RegExp(secret + '[0-9]+');
 globalThis.wide = 'caf\u00e9 \u2603 \ud83d\ude00\n\t"\\' + secret;
-if (process.argv[2]) {
-  require('v8').writeHeapSnapshot(process.argv[2]);
+if (process.env.WRITE_SNAPSHOT) {
+  require('v8').writeHeapSnapshot(process.env.WRITE_SNAPSHOT);
 } else {
   setInterval(() => {}, 1000);
   console.log('ready');

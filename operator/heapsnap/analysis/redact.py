@@ -64,7 +64,6 @@ class Redactor:
         self._passing = True
         self._tail = b""
         self._out: list[bytes] = []
-        self._strings_written = 0
         self._split_at = -1
         self.strings_redacted = 0
         self.bytes_in = 0
@@ -112,7 +111,7 @@ class Redactor:
                     f"heap snapshot member {name!r} does not hold a whole number of records: "
                     "the file is corrupt"
                 )
-        self._out.append(b"]}\n")
+        self._out.append(b"]}")
         return self._take()
 
     def _take(self) -> bytes:
@@ -167,10 +166,8 @@ class Redactor:
 
     def strings(self, first_index: int, run: StringRun) -> None:
         self._check_split()
-        if self._strings_written:
-            self._out.append(b",\n")
+        self._out.append(run.gap)  # the separator as V8 wrote it: the output is the same, however cut
         self._out.append(self._redact_run(first_index, run))
-        self._strings_written += len(run)
 
     def end_section(self, section: str) -> None:
         if section == "strings":

@@ -89,14 +89,21 @@ def decode_string(raw: bytes) -> str:
 
 
 class StringRun:
-    """Complete strings from one chunk: ``data[starts[i]:ends[i]]`` is string ``i``, escaped."""
+    """Complete strings from one chunk: ``data[starts[i]:ends[i]]`` is string ``i``, escaped.
 
-    __slots__ = ("data", "ends", "starts")
+    ``gap`` is what the file has between the previous run and this one (a comma and
+    white space, as V8 wrote them), so that a writer can give the bytes back as they were.
+    """
 
-    def __init__(self, data: bytes, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> None:
+    __slots__ = ("data", "ends", "gap", "starts")
+
+    def __init__(
+        self, data: bytes, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], gap: bytes = b""
+    ) -> None:
         self.data = data
         self.starts = starts
         self.ends = ends
+        self.gap = gap
 
     def __len__(self) -> int:
         return int(self.starts.size)
@@ -250,6 +257,7 @@ class SnapshotTokenizer:
         self._state = "start"
         self._section = ""
         self._string_index = 0
+        self._string_gap = b""
         self._depth = 0
         self._seen: list[str] = []
         self.bytes_fed = 0
@@ -435,21 +443,38 @@ class SnapshotTokenizer:
             window *= 2
         stop = end if end >= 0 else int(quotes[complete]) if quotes.size > complete else raw.size
         self._check_between_strings(raw[:stop], quotes[:complete])
+        gap_from = pos
         if complete:
             first, last = int(quotes[0]), int(quotes[complete - 1]) + 1
             starts = quotes[0:complete:2].astype(np.int64) + (1 - first)
             ends = quotes[1:complete:2].astype(np.int64) - first
-            run = StringRun(data[pos + first : pos + last], starts, ends)
+            self._add_gap(data[pos : pos + first])
+            run = StringRun(data[pos + first : pos + last], starts, ends, self._string_gap)
+            self._string_gap = b""
             self._visitor.strings(self._string_index, run)
             self._string_index += len(run)
+            gap_from = pos + last
         if end >= 0:
+            self._string_gap = b""
             self._visitor.end_section("strings")
             self._state = "key"
             return pos + end + 1
         if stop < raw.size:
             # A string continues past what was read: carry it over from its opening quote.
-            return pos + stop if stop > 0 else None
+            if stop == 0:
+                return None
+            self._add_gap(data[gap_from : pos + stop])
+            return pos + stop
+        self._add_gap(data[gap_from : pos + raw.size])
         return pos + raw.size
+
+    def _add_gap(self, piece: bytes) -> None:
+        """Keep what stands between two strings (checked: commas and white space) for the
+        next run; an unusually long stretch is cut down to its comma."""
+        if piece:
+            self._string_gap += piece
+            if len(self._string_gap) > 64:
+                self._string_gap = b"," if b"," in self._string_gap else b""
 
     def _check_between_strings(self, raw: npt.NDArray[np.uint8], quotes: npt.NDArray[np.intp]) -> None:
         """Outside the strings there may only be commas and whitespace."""

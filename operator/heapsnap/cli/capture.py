@@ -220,7 +220,8 @@ def print_result(result: CaptureResult, stream: TextIO = sys.stdout, top: int = 
     size = f"{artifact.size_bytes / MiB:,.1f} MiB"
     if artifact.compressed_bytes is not None:
         size += f" ({artifact.compressed_bytes / MiB:,.1f} MiB gzip)"
-    print(f"snapshot   {artifact.uri}", file=stream)
+    redacted = "   (redacted: string contents replaced)" if result.redacted else ""
+    print(f"snapshot   {artifact.uri}{redacted}", file=stream)
     print(f"size       {size}   sha256 {artifact.sha256}", file=stream)
     target = result.target
     how = f"{target.method} ({target.transfer})" if target.method == "inspector" else target.method

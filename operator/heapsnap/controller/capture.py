@@ -476,7 +476,7 @@ class CaptureRun:
                     "sizeBytes": r.artifact.size_bytes,
                     "compressedBytes": r.artifact.compressed_bytes,
                     "sha256": r.artifact.sha256,
-                    "redacted": bool(self.raw_spec.get("redact")),
+                    "redacted": r.redacted,
                 }
                 for r in results
             ]
@@ -501,7 +501,7 @@ class CaptureRun:
             "sizeBytes": artifact.size_bytes,
             "compressedBytes": artifact.compressed_bytes,
             "sha256": artifact.sha256,
-            "redacted": bool(self.raw_spec.get("redact")),
+            "redacted": result.redacted,
         }
         self.status["durations"] = {
             "pauseSeconds": round(result.pause_seconds, 3),

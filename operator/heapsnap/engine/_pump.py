@@ -74,6 +74,7 @@ class BytePump:
         self.sink = sink
         self.report = report
         self.summary = SummaryWorker(options.summary_top)
+        self.redacted = options.redact
         self._redaction = _Redaction() if options.redact else None
         self.bytes_sent = 0  # handed to the sink
         self.received = 0
@@ -154,6 +155,7 @@ class BytePump:
             summary=summary,
             preflight=preflight,
             warnings=list(self.warnings),
+            redacted=self.redacted,
         )
         await self.report(Progress("done", percent=100.0, bytes_sent=self.bytes_sent, message=artifact.uri))
         return result

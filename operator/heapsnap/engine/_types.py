@@ -161,3 +161,5 @@ class CaptureResult:
     warnings: list[str] = field(default_factory=list)
     # A series' last snapshot, when its allocations were sampled from the first one.
     allocations: AllocationProfile | None = None
+    # The stored snapshot's string contents were replaced (``CaptureOptions.redact``).
+    redacted: bool = False
