@@ -30,12 +30,19 @@ def test_capture_manifest_is_a_valid_spec() -> None:
     assert (spec.s3.credentials_secret, spec.timeout_seconds) == ("s3", 60)
     assert (spec.target.pid, spec.target.worker_thread_id) == (7, 2)
     assert (spec.s3.server_side_encryption, spec.s3.kms_key_id) == ("aws:kms", "alias/heap")
+    assert spec.redact is False and "redact" not in manifest["spec"]
     assert spec.series is not None
     assert (spec.series.count, spec.series.interval_seconds, spec.series.sample_allocations) == (
         3,
         30,
         524288,
     )
+
+
+def test_redact_flag_sets_spec_redact() -> None:
+    args = build_parser().parse_args(["capture", "api-0", "--s3", "s3://snaps", "--redact"])
+    manifest = build_manifest(args, "shop")
+    assert manifest["spec"]["redact"] is True and parse_spec(manifest["spec"]).redact is True
 
 
 def test_series_flags_need_series() -> None:

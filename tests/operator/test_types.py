@@ -40,6 +40,7 @@ def test_defaults() -> None:
     assert spec.s3.prefix == "heap"
     assert spec.target.worker_thread_id is None
     assert parse_spec(with_("target.process", {"workerThreadId": 3})).target.worker_thread_id == 3
+    assert spec.redact is False and parse_spec(with_("redact", True)).redact is True
 
 
 @pytest.mark.parametrize(
@@ -65,6 +66,7 @@ def test_defaults() -> None:
             "set serverSideEncryption to aws:kms",
         ),
         (with_("compression", "zstd"), "spec.compression"),
+        (with_("redact", "yes"), "spec.redact"),
         (with_("deletionPolicy", "Orphan"), "spec.deletionPolicy"),
         (with_("timeoutSeconds", 0), "spec.timeoutSeconds"),
         (with_("series", {"count": 1}), "spec.series.count"),
