@@ -167,3 +167,16 @@ def test_cli_table_json_and_html(
         assert f'id="{anchor}"' in dom
     assert "FanOutHolder" in dom and "myLeakyCache" in dom
     assert [p.name for p in tmp_path.iterdir()] == ["inspect.html"]
+
+
+def test_bad_input_is_one_clear_line(
+    planted: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv, message in (
+        (["inspect", str(tmp_path / "missing.heapsnapshot")], "does not exist: give the path"),
+        (["inspect", str(planted[0]), "--top", "0"], "--top must be at least 1"),
+        (["inspect", str(planted[0]), "--html", str(tmp_path / "no" / "r.html")], "does not exist"),
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
