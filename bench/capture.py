@@ -9,6 +9,7 @@ the target), and the target's peak RSS under each method (VmHWM, reset through
     .venv/bin/python -m bench.capture                 # ~180 MB heap (run with -m from the repository root)
     .venv/bin/python -m bench.capture --heap-mb 900   # ~900 MB heap: ~8 GB in the target
     .venv/bin/python -m bench.capture --rounds 3      # each method 3 times in turn: medians
+    .venv/bin/python -m bench.capture --methods file,file-redact --rounds 3   # what --redact costs
 
 The machine's own speed varies by 10-20% from one minute to the next: one round is a
 sample, not a figure. With rounds, heapsnap's RSS is the highest of all rounds.
@@ -176,6 +177,13 @@ def run_round(args: argparse.Namespace, methods: list[str], out: Path, s3: S3Tar
     if "file" in methods:
         rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> file", ["-o", str(out / "h")], {}))
         (out / "h").unlink()
+    if "file-redact" in methods:
+        rows.append(
+            run_heapsnap(
+                args.heap_mb, args.node, "heapsnap -> file, --redact", ["-o", str(out / "r"), "--redact"], {}
+            )
+        )
+        (out / "r").unlink()
     if s3 is not None and "s3" in methods:
         rows.append(run_heapsnap(args.heap_mb, args.node, "heapsnap -> S3 (versitygw)", s3.args, s3.env))
     if s3 is not None and "s3-gzip" in methods:
@@ -207,7 +215,9 @@ def main() -> None:
     parser.add_argument("--heap-mb", type=int, default=180)
     parser.add_argument("--node", default="20", help="Node.js major version of the target (20, 22, 24, 26)")
     parser.add_argument(
-        "--methods", default="write,file,s3,s3-gzip", help="comma-separated subset of write,file,s3,s3-gzip"
+        "--methods",
+        default="write,file,s3,s3-gzip",
+        help="comma-separated subset of write,file,file-redact,s3,s3-gzip",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every method this many times, in turn; report medians"
