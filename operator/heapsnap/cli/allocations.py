@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from heapsnap._priority import yield_cpu
+from heapsnap._private import private_open
 from heapsnap._units import MiB
 from heapsnap.analysis.render import human_size
 from heapsnap.cli import _signals
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 def _save(path: Path, profile: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.part")
     try:
-        partial.write_text(json.dumps(profile))
+        with private_open(partial, "w", encoding="utf-8") as out:
+            out.write(json.dumps(profile))
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heapsnap._private import private_open
 from heapsnap._units import MiB
 from heapsnap.cli import _signals
 from heapsnap.engine import CaptureOptions, CaptureResult, ProcessSelector, capture_series
@@ -70,7 +71,7 @@ async def start_app(ctx: DemoContext) -> None:
     if not ctx.app.exists():
         raise InvalidInput(f"{ctx.app} is missing: run the demo from a heapsnap checkout or pass --app.")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    log = (ctx.out_dir / "leaky-app.log").open("ab")
+    log = private_open(ctx.out_dir / "leaky-app.log", "ab")
     _on_exit(ctx, log.close)
     # --inspect-port=0 opens no inspector: it only makes SIGUSR1 open it on a free port
     # rather than 9229, which another process (or another demo) may hold.
@@ -238,7 +239,8 @@ async def write_report(ctx: DemoContext) -> None:
     snapshots = (ctx.extra["base"], ctx.extra["target"], ctx.extra["final"])
     html = pages.leaks_page((sources[0], sources[1], sources[2]), snapshots, ctx.extra["report"], 25)
     path = ctx.out_dir / "leaks.html"
-    path.write_text(html, encoding="utf-8")
+    with private_open(path, "w", encoding="utf-8") as out:
+        out.write(html)
     print(f"   HTML report: {path}")
     suspects = ctx.extra["report"].suspects
     if suspects:

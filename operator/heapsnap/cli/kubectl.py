@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from heapsnap._private import private_open
 from heapsnap.cli import exit_after
 from heapsnap.cli._signals import Stopped
 from heapsnap.errors import HeapsnapError, InvalidInput, StorageError
@@ -281,7 +282,7 @@ def download(body: Any, target: Path, expected_sha256: str) -> int:
     partial = target.with_name(f".{target.name}.part")
     size = 0
     try:
-        with partial.open("wb") as out:
+        with private_open(partial) as out:
             for chunk in iter(lambda: body.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)

@@ -31,9 +31,15 @@ from heapsnap.transports.base import CommandResult
 
 T = TypeVar("T")
 FILE_BYTES_PER_NODE = 120  # snapshot file size per heap node, with margin (70-121 B measured)
+# Under the umask 077, so that the file is created 0600: V8 creates it 0644 under the usual
+# umask, readable by every user of the container until the agent unlinks it. The umask is
+# the process's: it is put back at once (writeHeapSnapshot blocks the thread meanwhile); a
+# worker thread may not set it, and writes under the process's own.
 _WRITE_SNAPSHOT = (
-    "(globalThis.process.getBuiltinModule ? process.getBuiltinModule('v8') : require('v8'))"
-    ".writeHeapSnapshot({path})"
+    "((m) => {{ let old = null; try {{ old = process.umask(0o077); }} catch (e) {{}}"
+    " try {{ return m('v8').writeHeapSnapshot({path}); }}"
+    " finally {{ if (old !== null) process.umask(old); }} }})"
+    "(globalThis.process.getBuiltinModule ? (n) => process.getBuiltinModule(n) : require)"
 )
 
 
