@@ -189,3 +189,14 @@ class S3Bucket:
 def s3(moto_s3: Any) -> S3Bucket:
     """A fresh bucket on the session's S3 server."""
     return S3Bucket(moto_s3, moto_s3.create_bucket())
+
+
+@pytest.fixture
+def credentials(cluster: Any, namespace: str, s3: S3Bucket) -> str:
+    """The Secret ``s3-credentials`` with the session S3 server's keys, in the test's namespace."""
+    cluster.kubectl(
+        "create", "secret", "generic", "s3-credentials", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
+    )  # fmt: skip
+    return "s3-credentials"

@@ -74,16 +74,6 @@ def failure(obj: dict[str, Any]) -> tuple[str, str]:
     return f.get("reason", ""), f.get("message", "")
 
 
-@pytest.fixture
-def credentials(cluster: Any, namespace: str, s3: Any) -> str:
-    cluster.kubectl(
-        "create", "secret", "generic", "s3-credentials", "-n", namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
-    )  # fmt: skip
-    return "s3-credentials"
-
-
 # -- the API server validates the spec ------------------------------------------------
 
 

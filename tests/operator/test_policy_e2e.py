@@ -26,16 +26,6 @@ pytestmark = [pytest.mark.policy]
 APP = "globalThis.kept = Array.from({length: 20000}, (_, i) => ({i})); setInterval(() => {}, 1000);"
 
 
-@pytest.fixture
-def credentials(cluster: Any, namespace: str, s3: Any) -> str:
-    cluster.kubectl(
-        "create", "secret", "generic", "s3-credentials", "-n", namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
-    )  # fmt: skip
-    return "s3-credentials"
-
-
 def status_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     out = cluster.kubectl("get", "heapsnapshotpolicy", name, "-n", namespace, "-o", "json").stdout
     return dict(json.loads(out).get("status") or {})

@@ -16,11 +16,10 @@ import pytest
 from heapsnap.analysis.reader import read_snapshot
 from heapsnap.analysis.views import analyze
 from tests.operator.conftest import OperatorProcess, apply_snapshot, get_snapshot
-from tests.operator.test_e2e import credentials, failure, kubectl_heapsnap
+from tests.operator.test_e2e import failure, kubectl_heapsnap
 from tests.support.nodeproc import SECRET_APP
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
-__all__ = ["credentials"]  # the fixture, shared with test_e2e
 
 
 @pytest.mark.parametrize("value", ["yes", 1])

@@ -191,20 +191,8 @@ class Cluster:
         return decode_credentials(namespace, secret, obj.data or {})
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        try:
-            await self.api.call(
-                self.api.custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                {"status": dict(status)},
-            )
-        except ApiException as error:
-            if error.status == 404:
-                raise ResourceGone(f"HeapSnapshot {namespace}/{name} was deleted") from None
-            raise
+        if not await patch_custom_status(self.api, PLURAL, namespace, name, status):
+            raise ResourceGone(f"HeapSnapshot {namespace}/{name} was deleted")
 
 
 def decode_credentials(namespace: str, secret: str, data: Mapping[str, str]) -> dict[str, str]:
@@ -225,3 +213,24 @@ def decode_credentials(namespace: str, secret: str, data: Mapping[str, str]) -> 
 
 def _pod_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/pods/{name}"
+
+
+async def patch_custom_status(
+    api: ApiConnection, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+) -> bool:
+    """Merge-patch the status subresource of one of heapsnap's resources; False when it is gone."""
+    try:
+        await api.call(
+            api.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True

@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from heapsnap.k8s.api import ApiConnection
+from heapsnap.k8s.objects import patch_custom_status
 from heapsnap.k8s.policy import (
     POD_ANNOTATION,
     POLICY_ANNOTATION,
@@ -142,21 +143,7 @@ class PolicyCluster:
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
         """Write the policy's status; False when the policy is gone."""
-        try:
-            await self.api.call(
-                self.api.custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                POLICY_PLURAL,
-                name,
-                {"status": dict(status)},
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
+        return await patch_custom_status(self.api, POLICY_PLURAL, namespace, name, status)
 
     async def event(self, policy: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """An Event about the policy (core/v1, as kubectl describe shows them)."""
