@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from tests.realnode import conftest as rn  # noqa: E402
 
+from heapsnap.devcluster.realnode import memory_cgroup  # noqa: E402
 from heapsnap.engine import CaptureOptions, ProcessSelector, capture  # noqa: E402
 from heapsnap.k8s.api import connect  # noqa: E402
 from heapsnap.k8s.podhost import PodHost  # noqa: E402
@@ -45,14 +46,6 @@ for (let i = 0; i < Number(process.env.COUNT); i++) globalThis.leaked.push(new L
 console.log('ready');
 setInterval(() => {}, 1000);
 """
-
-
-def memory_cgroup(pid: int) -> Path:
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return Path("/sys/fs/cgroup/memory", path.lstrip("/"))
-    raise SystemExit("no memory cgroup (this bench reads cgroup v1)")
 
 
 def wait_ready_line(world: rn.RealWorld, name: str, timeout: float = 900) -> None:
@@ -112,11 +105,7 @@ def run(world: rn.RealWorld, args: argparse.Namespace) -> int:
 
         # The operator pod, from kubectl apply.
         target("target")
-        operator = world.operator_pod()
-        cid = operator["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-        pid = next(int(line.split()[1]) for line in world.node.ctr("tasks", "ls").stdout.splitlines()[1:]
-                   if line.split()[0] == cid)  # fmt: skip
-        cgroup = memory_cgroup(pid)
+        cgroup = memory_cgroup(world.operator_pid())
         idle = int((cgroup / "memory.usage_in_bytes").read_text()) / 2**20
         (cgroup / "memory.max_usage_in_bytes").write_text("0")
         spec = world.snapshot_spec(

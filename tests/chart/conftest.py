@@ -4,7 +4,6 @@ cached for the lock files)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from heapsnap.devcluster import dockerfile as _dockerfile
+from heapsnap.devcluster import images
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = ("requirements.lock", "requirements-build.lock")
@@ -43,15 +43,6 @@ class ImageVenv:
         return {"user": 65532, "group": 65532} if os.geteuid() == 0 else {}
 
 
-def wheel_cache() -> Path:
-    digest = hashlib.sha256(b"".join((REPO / name).read_bytes() for name in LOCKS)).hexdigest()[:16]
-    cache = Path(os.environ.get("HEAPSNAP_CACHE") or Path.home() / ".cache" / "heapsnap")
-    wheels = cache / "image-wheels" / digest
-    if not (wheels / ".complete").exists():
-        raise AssertionError(f"{wheels} is missing: run `bash dev/setup.d/50-chart-tools.sh`")
-    return wheels
-
-
 @pytest.fixture(scope="session")
 def image_venv() -> Iterator[ImageVenv]:
     if sys.version_info[:2] != (3, 11):
@@ -76,7 +67,7 @@ def image_venv() -> Iterator[ImageVenv]:
             root,
             relocate=relocate,
             python=Path(python),
-            extra_env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheel_cache())},
+            extra_env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(images.wheel_cache())},
         )
         final = stages[-1].env()
         scratch = root / "tmp"

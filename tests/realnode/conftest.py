@@ -24,11 +24,13 @@ import pytest
 import yaml
 
 from heapsnap.devcluster import images
-from heapsnap.devcluster.harness import Cluster, ClusterError, bin_dir, missing_binaries, wait_until
-from heapsnap.devcluster.realnode import RealNode
+from heapsnap.devcluster.harness import Cluster, ClusterError, missing_binaries, wait_until
+from heapsnap.devcluster.realnode import RealNode, memory_cgroup
+from tests.chart._helm import CHART, Helm
+from tests.operator.conftest import apply_snapshot, events_for, get_snapshot
+from tests.operator.test_e2e import kubectl_heapsnap, s3_spec
 from tests.support.s3server import S3Server, _stop, start_versitygw
 
-REPO = Path(__file__).resolve().parents[2]
 WATCHED = "hs-apps"
 UNWATCHED = "hs-other"
 OPERATOR_NAMESPACE = "heapsnap-system"
@@ -73,12 +75,7 @@ class Target:
             base = root / folder
             if base.is_dir():
                 found += [f"file {p.relative_to(root)}" for p in base.rglob("*.heapsnapshot*")]
-        cgroup = next(
-            line.split(":", 2)[2]
-            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-            if line.split(":")[1] == "memory"
-        )
-        procs = Path("/sys/fs/cgroup/memory", cgroup.lstrip("/"), "cgroup.procs").read_text().split()
+        procs = (memory_cgroup(pid) / "cgroup.procs").read_text().split()
         found += [f"process {p}: {_cmdline(int(p))}" for p in procs if int(p) != pid]
         return found
 
@@ -215,27 +212,14 @@ class RealWorld:
     # ---- HeapSnapshots
 
     def snapshot_spec(self, pod: str, **extra: Any) -> dict[str, Any]:
-        s3 = {
-            "bucket": BUCKET,
-            "endpoint": self.s3.endpoint,
-            "forcePathStyle": True,
-            "region": "us-east-1",
-            "credentialsSecret": CREDENTIALS,
-        }
-        return {"target": {"podName": pod}, "storage": {"s3": s3}, "timeoutSeconds": 180, **extra}
+        storage = {"s3": s3_spec(self.s3, BUCKET)}
+        return {"target": {"podName": pod}, "storage": storage, "timeoutSeconds": 180, **extra}
 
     def apply(self, name: str, spec: dict[str, Any], namespace: str = WATCHED) -> None:
-        manifest = {
-            "apiVersion": "heapsnap.dev/v1alpha1",
-            "kind": "HeapSnapshot",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        }
-        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        apply_snapshot(self.cluster, namespace, name, spec)
 
     def get(self, name: str, namespace: str = WATCHED) -> dict[str, Any]:
-        out = self.cluster.kubectl("get", "heapsnapshot", name, "-n", namespace, "-o", "json").stdout
-        return dict(json.loads(out))
+        return get_snapshot(self.cluster, namespace, name)
 
     def wait_phase(
         self, name: str, phases: tuple[str, ...] = ("Succeeded", "Failed"), timeout: float = 240,
@@ -276,10 +260,7 @@ class RealWorld:
         return found[0]
 
     def events(self, name: str, namespace: str = WATCHED) -> list[str]:
-        out = self.cluster.kubectl(
-            "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
-        ).stdout
-        return [e["reason"] for e in json.loads(out)["items"]]
+        return [e["reason"] for e in events_for(self.cluster, namespace, name)]
 
     def stored(self, obj: dict[str, Any]) -> bytes:
         uri = obj["status"]["artifact"]["uri"]
@@ -295,21 +276,12 @@ class RealWorld:
         return [u["Key"] for u in listed.get("Uploads", [])]
 
     def kubectl_heapsnap(self, *args: str, namespace: str = WATCHED) -> subprocess.CompletedProcess[str]:
-        """The kubectl plugin, as a user with the cluster's kubeconfig runs it."""
-        return subprocess.run(
-            [sys.executable, "-m", "heapsnap.cli.kubectl", "-n", namespace, *args],
-            capture_output=True, text=True, env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
-            timeout=400,
-        )  # fmt: skip
+        return kubectl_heapsnap(self.cluster, namespace, *args)
 
-
-def _helm(cluster: Cluster, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
-    argv = [str(bin_dir() / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
-    if result.returncode != 0:
-        raise ClusterError(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+    def operator_pid(self) -> int:
+        """The host pid of the operator pod's container."""
+        name = self.operator_pod()["metadata"]["name"]
+        return self.node.container_pid(OPERATOR_NAMESPACE, name, "operator")
 
 
 def operator_values(cluster: Cluster, node: RealNode) -> dict[str, Any]:
@@ -357,9 +329,9 @@ def real_world(workdir: Path) -> Iterator[RealWorld]:
         values = workdir / "values.yaml"
         values.write_text(yaml.safe_dump(operator_values(cluster, node)))
         started = time.monotonic()
-        _helm(
-            cluster, workdir, "install", RELEASE, str(REPO / "helm" / "heapsnap"), "-n", OPERATOR_NAMESPACE,
-            "--create-namespace", "-f", str(values), "--wait", "--timeout=180s",
+        Helm(workdir / "helm", cluster.kubeconfig).run(
+            "install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
+            "--create-namespace", "-f", str(values), "--wait", "--timeout=110s",
         )  # fmt: skip
         world = RealWorld(cluster, node, s3)
         world.operator_pod()

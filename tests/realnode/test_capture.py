@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from heapsnap.analysis.stream import StreamingSummary
+from tests.operator.test_e2e import failure
 from tests.realnode.conftest import RealWorld
 
 pytestmark = [pytest.mark.realnode, pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
@@ -38,11 +39,6 @@ let i = 0;
 setInterval(() => { for (let k = 0; k < 2000; k++) globalThis.kept.push(new LeakyThing(i++)); }, 100);
 console.log('ready');
 """
-
-
-def failure(obj: dict[str, object]) -> tuple[str, str]:
-    f = (obj.get("status") or {}).get("failure") or {}  # type: ignore[union-attr]
-    return str(f.get("reason", "")), str(f.get("message", ""))  # type: ignore[union-attr]
 
 
 def counts(obj: dict[str, object]) -> dict[str, int]:
@@ -193,10 +189,7 @@ def test_the_operators_own_token_cannot_exec_into_pods_of_other_namespaces(world
 def test_the_operator_pod_runs_as_the_chart_says(world: RealWorld) -> None:
     """The chart's securityContext holds in a real container: non-root, read-only root,
     no capabilities, and the image's own entrypoint."""
-    pod = world.operator_pod()
-    cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-    tasks = world.node.ctr("tasks", "ls").stdout.splitlines()[1:]
-    pid = next(int(line.split()[1]) for line in tasks if line.split()[0] == cid)
+    pid = world.operator_pid()
     proc = Path(f"/proc/{pid}")
     status = dict(
         line.split(":\t", 1) for line in (proc / "status").read_text().splitlines() if ":\t" in line

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.operator.test_e2e import failure
 from tests.realnode.conftest import OPERATOR_NAMESPACE, RealWorld
-from tests.realnode.test_capture import LEAKY, PLANTED, failure
+from tests.realnode.test_capture import LEAKY, PLANTED
 
 pytestmark = [pytest.mark.realnode, pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 

@@ -22,6 +22,7 @@ goes into it, so the same inputs give the same archive, byte for byte.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -263,6 +264,7 @@ def _require_root(what: str) -> None:
 # --- the Debian base ------------------------------------------------------------------
 
 
+@functools.cache
 def debian_base() -> Path:
     """A bookworm root filesystem made by debootstrap from Debian's packages (cached)."""
     key = _digest_of(DEBIAN_SUITE, DEBIAN_MIRROR, *DEBIAN_PACKAGES, *_TRIM)
@@ -305,6 +307,7 @@ def _copy_base(base: Path, into: Path) -> None:
 # --- pause ------------------------------------------------------------------------------
 
 
+@functools.cache
 def pause_image() -> Image:
     def build(archive: Path) -> Image:
         with tempfile.TemporaryDirectory(prefix="heapsnap-pause-") as tmp:
@@ -361,6 +364,7 @@ def _owned_by_nonroot(path: str) -> tuple[int, int] | None:
     return (NONROOT, NONROOT) if path == "home/nonroot" or path.startswith("home/nonroot/") else None
 
 
+@functools.cache
 def node_image(flavor: str, major: str) -> Image:
     """``node-distroless:<major>`` or ``node-debian:<major>``."""
     if flavor not in ("distroless", "debian"):
@@ -480,6 +484,7 @@ def build_runtime_tree(out: Path) -> None:
         shutil.copytree(path, target, symlinks=True)
 
 
+@functools.cache
 def operator_image() -> Image:
     """The operator image: the Debian base, ``python`` where the python image has it, and
     the final stage's copies from the replayed build stage."""

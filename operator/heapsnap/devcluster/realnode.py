@@ -40,7 +40,7 @@ from heapsnap.devcluster.harness import (
     spawn,
     wait_until,
 )
-from heapsnap.devcluster.images import Image, pause_image
+from heapsnap.devcluster.images import PAUSE_IMAGE, Image, pause_image
 from heapsnap.devcluster.pki import make_node_certs
 
 REAL_NODE_NAME = "real-node-0"
@@ -58,6 +58,15 @@ CONTAINERD_NAMESPACE = "k8s.io"
 
 def _sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def memory_cgroup(pid: int) -> Path:
+    """The folder of ``pid``'s memory cgroup on this machine (cgroup v1, as here)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return CGROUP_ROOT / "memory" / path.lstrip("/")
+    raise ClusterError(f"process {pid} has no memory cgroup (the real node expects cgroup v1)")
 
 
 def _mounts() -> list[str]:
@@ -299,7 +308,7 @@ state = "{d / "containerd" / "state"}"
 [debug]
   level = "warn"
 {cri}]
-  sandbox_image = "{pause_image().name}"
+  sandbox_image = "{PAUSE_IMAGE}"
   # This machine's root lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj below
   # its own (kubelet asks -998 for sandboxes), so containerd clamps it instead.
   restrict_oom_score_adj = true
